@@ -1,0 +1,484 @@
+"""The one transformer block shared by the three families, and the parts it is made of.
+
+    Attention        self / causal / cross attention through torch's scaled_dot_product_attention
+                     (FlashAttention or memory-efficient kernels on GPU), with a KV cache
+    MLP              plain (BERT, GPT-2, T5 v1.0) or gated (T5 v1.1, LLaMA)
+    RMSNorm          T5's norm; LayerNorm comes from torch
+    TransformerBlock pre-LN or post-LN residual wiring of the above
+    TransformerStack the blocks plus what they share: the attention mask, T5's relative
+                     position bias or rotary embeddings, and the final norm
+
+An encoder is a bidirectional stack, a decoder a causal one, and an encoder-decoder is
+one of each with cross attention in the second. This file travels with saved
+checkpoints (trust_remote_code), so it imports nothing from hfpipe.
+
+Shapes: B batch, T query length, S key length, H heads, D head width, C hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from .configuration import HfpipeConfig
+
+
+class RMSNorm(nn.Module):
+    """T5's LayerNorm: scale only, no mean subtraction, no bias; variance in float32 so
+    that half-precision activations do not overflow (as T5 does)."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
+        if self.weight.dtype in (torch.float16, torch.bfloat16):
+            hidden_states = hidden_states.to(self.weight.dtype)
+        return self.weight * hidden_states
+
+
+def make_norm(config: HfpipeConfig) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        return RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.use_bias)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoFormer): cos/sin tables for the given positions.
+
+    Frequencies are recomputed per call rather than kept as a buffer: they are tiny, and a
+    non-persistent buffer would need special care when transformers builds models on the
+    meta device.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """position_ids (B, T) -> cos, sin (B, 1, T, D)."""
+        exponents = torch.arange(0, self.head_dim, 2, device=position_ids.device, dtype=torch.float32)
+        inv_freq = 1.0 / (self.theta ** (exponents / self.head_dim))
+        freqs = position_ids[..., None].float() * inv_freq  # (B, T, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, D)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's bucketed relative position bias: one learned scalar per (bucket, head), added to
+    the attention scores of every layer of a stack. Small distances get a bucket each,
+    larger ones share logarithmically wider buckets up to ``max_distance``."""
+
+    def __init__(self, config: HfpipeConfig, bidirectional: bool):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.embedding = nn.Embedding(self.num_buckets, config.num_attention_heads)
+
+    def bucket(self, relative_position: torch.Tensor) -> torch.Tensor:
+        num_buckets = self.num_buckets
+        buckets = torch.zeros_like(relative_position)
+        if self.bidirectional:
+            num_buckets //= 2
+            buckets += (relative_position > 0).long() * num_buckets
+            relative_position = relative_position.abs()
+        else:
+            relative_position = -torch.clamp(relative_position, max=0)
+        max_exact = num_buckets // 2
+        is_small = relative_position < max_exact
+        if_large = max_exact + (
+            torch.log(relative_position.float() / max_exact)
+            / math.log(self.max_distance / max_exact)
+            * (num_buckets - max_exact)
+        ).long()
+        if_large = torch.clamp(if_large, max=num_buckets - 1)
+        return buckets + torch.where(is_small, relative_position, if_large)
+
+    def forward(self, query_length: int, key_length: int, past_length: int = 0) -> torch.Tensor:
+        """-> bias (1, H, T, S) for queries at positions past_length .. past_length+T-1."""
+        device = self.embedding.weight.device
+        context = torch.arange(past_length, past_length + query_length, device=device)[:, None]
+        memory = torch.arange(key_length, device=device)[None, :]
+        values = self.embedding(self.bucket(memory - context))  # (T, S, H)
+        return values.permute(2, 0, 1).unsqueeze(0)
+
+
+class Attention(nn.Module):
+    """Multi-head attention: self (bidirectional or causal) or cross, through SDPA.
+
+    ``attention_bias`` is additive, (B|1, H|1, T, S), already holding padding, causality and
+    any position bias; None lets SDPA use its fastest kernel (with ``is_causal`` for causal
+    self-attention without cache or padding).
+    """
+
+    def __init__(self, config: HfpipeConfig, layer_idx: int, is_cross_attention: bool = False):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.is_cross_attention = is_cross_attention
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        inner = self.num_heads * self.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, inner, bias=config.use_bias)
+        self.k_proj = nn.Linear(config.hidden_size, inner, bias=config.use_bias)
+        self.v_proj = nn.Linear(config.hidden_size, inner, bias=config.use_bias)
+        self.o_proj = nn.Linear(inner, config.hidden_size, bias=config.use_bias)
+        self.dropout = config.attention_probs_dropout_prob
+        # T5 leaves scores unscaled (its init absorbs the 1/sqrt(D)); SDPA's scale=1.0 does that.
+        self.scale = None if config.scale_attention else 1.0
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H*D) -> (B, H, T, D)"""
+        return x.view(*x.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+        key_value_states: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: Cache | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        query = self._heads(self.q_proj(hidden_states))
+        if self.is_cross_attention and cache is not None and cache.get_seq_length(self.layer_idx) > 0:
+            # The encoder output does not change while decoding: project it once, then reuse.
+            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if self.is_cross_attention else hidden_states
+            key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+            if rotary is not None:
+                cos, sin = rotary
+                query = query * cos + rotate_half(query) * sin
+                key = key * cos + rotate_half(key) * sin
+            if cache is not None:
+                key, value = cache.update(key, value, self.layer_idx)
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_bias,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and attention_bias is None,
+            scale=self.scale,
+        )  # (B, H, T, D)
+        out = out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1)
+        return self.o_proj(out)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: down(act(up(x))), or down(act(gate(x)) * up(x)) when gated."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        bias = config.use_bias
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias) if config.gated_mlp else None
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_proj is not None:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+class TransformerBlock(GradientCheckpointingLayer):
+    """Self-attention, optional cross-attention, MLP; each a residual sublayer.
+
+    pre-LN (GPT-2, T5):  h = h + dropout(f(norm(h)))
+    post-LN (BERT):      h = norm(h + dropout(f(h)))
+    """
+
+    def __init__(self, config: HfpipeConfig, layer_idx: int, cross_attention: bool = False):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attention = Attention(config, layer_idx)
+        self.self_attention_norm = make_norm(config)
+        self.cross_attention = Attention(config, layer_idx, is_cross_attention=True) if cross_attention else None
+        self.cross_attention_norm = make_norm(config) if cross_attention else None
+        self.mlp = MLP(config)
+        self.mlp_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def _residual(self, hidden_states, norm, sublayer):
+        if self.pre_norm:
+            return hidden_states + self.dropout(sublayer(norm(hidden_states)))
+        return norm(hidden_states + self.dropout(sublayer(hidden_states)))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_bias: torch.Tensor | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        self_cache, cross_cache = past_key_values, None
+        if isinstance(past_key_values, EncoderDecoderCache):
+            self_cache, cross_cache = past_key_values.self_attention_cache, past_key_values.cross_attention_cache
+        hidden_states = self._residual(
+            hidden_states,
+            self.self_attention_norm,
+            lambda h: self.self_attention(h, attention_bias, rotary=rotary, cache=self_cache, is_causal=is_causal),
+        )
+        if self.cross_attention is not None:
+            hidden_states = self._residual(
+                hidden_states,
+                self.cross_attention_norm,
+                lambda h: self.cross_attention(
+                    h, encoder_attention_bias, key_value_states=encoder_hidden_states, cache=cross_cache
+                ),
+            )
+        return self._residual(hidden_states, self.mlp_norm, self.mlp)
+
+
+def padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
+    """attention_mask (B, S) of 1 = attend, 0 = padding -> additive bias (B, 1, T, S).
+
+    The finite dtype minimum instead of -inf keeps rows that are all padding from turning
+    into NaN in the softmax.
+    """
+    allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, query_length, -1)
+    return torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+class TransformerStack(nn.Module):
+    """A stack of TransformerBlocks over already embedded inputs.
+
+    Causal stacks mask the future; stacks built with ``cross_attention`` attend to an
+    encoder's output. Positions: T5 relative bias and rotary live here because every layer
+    uses them; learned absolute positions belong to the embeddings.
+    """
+
+    def __init__(self, config: HfpipeConfig, num_layers: int, causal: bool, cross_attention: bool = False):
+        super().__init__()
+        self.causal = causal
+        self.layers = nn.ModuleList(
+            TransformerBlock(config, layer_idx=i, cross_attention=cross_attention) for i in range(num_layers)
+        )
+        self.relative_position_bias = (
+            RelativePositionBias(config, bidirectional=not causal)
+            if config.position_embedding_type == "relative"
+            else None
+        )
+        self.rotary = (
+            RotaryEmbedding(config.head_dim, config.rope_theta) if config.position_embedding_type == "rope" else None
+        )
+        self.final_norm = make_norm(config) if config.final_norm else None
+        self.gradient_checkpointing = False
+
+    def _self_attention_bias(self, attention_mask, query_length, key_length, past_length, dtype, device):
+        """Combine padding, causality and relative position bias into one additive (B|1, H|1, T, S)
+        tensor, or None when nothing needs masking (SDPA then picks its fastest kernel)."""
+        bias = None
+        needs_causal_mask = self.causal and query_length > 1 and (past_length > 0 or attention_mask is not None)
+        if attention_mask is not None:
+            bias = padding_bias(attention_mask, query_length, dtype)
+        if needs_causal_mask or (self.causal and self.relative_position_bias is not None and query_length > 1):
+            query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]
+            future = torch.arange(key_length, device=device)[None, :] > query_pos  # (T, S)
+            causal = torch.zeros(future.shape, dtype=dtype, device=device).masked_fill(future, torch.finfo(dtype).min)
+            bias = causal[None, None] if bias is None else bias.masked_fill(future, torch.finfo(dtype).min)
+        if self.relative_position_bias is not None:
+            position_bias = self.relative_position_bias(query_length, key_length, past_length).to(dtype)
+            bias = position_bias if bias is None else bias + position_bias
+        return bias
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """hidden_states (B, T, C) -> (last hidden state (B, T, C), all hidden states or None).
+
+        attention_mask (B, S) covers cached positions too (S = past + T), as transformers passes it.
+        """
+        batch, query_length = hidden_states.shape[:2]
+        dtype, device = hidden_states.dtype, hidden_states.device
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        key_length = past_length + query_length
+        attention_bias = self._self_attention_bias(
+            attention_mask, query_length, key_length, past_length, dtype, device
+        )
+        # Only a plain causal stack starting from an empty cache can let SDPA apply causality itself.
+        is_causal = self.causal and past_length == 0 and query_length > 1
+
+        encoder_attention_bias = None
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_attention_bias = padding_bias(encoder_attention_mask, query_length, dtype)
+
+        rotary = None
+        if self.rotary is not None:
+            if position_ids is None:
+                position_ids = torch.arange(past_length, key_length, device=device).expand(batch, -1)
+            rotary = self.rotary(position_ids, dtype)
+
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                attention_bias=attention_bias,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_bias=encoder_attention_bias,
+                rotary=rotary,
+                past_key_values=past_key_values,
+                is_causal=is_causal,
+            )
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        if self.final_norm is not None:
+            hidden_states = self.final_norm(hidden_states)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
+        return hidden_states, all_hidden_states
+
+
+class Embeddings(nn.Module):
+    """Token embeddings, plus learned absolute positions and token types where configured,
+    then LayerNorm (post-LN layouts) and dropout."""
+
+    def __init__(self, config: HfpipeConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = (
+            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            if config.position_embedding_type == "absolute"
+            else None
+        )
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.norm = make_norm(config) if config.embedding_norm else None
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_length: int = 0,
+    ) -> torch.Tensor:
+        """input_ids (B, T) or inputs_embeds (B, T, C) -> (B, T, C)."""
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        embeddings = inputs_embeds
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                length = inputs_embeds.shape[1]
+                position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None]
+            embeddings = embeddings + self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        if self.norm is not None:
+            embeddings = self.norm(embeddings)
+        return self.dropout(embeddings)
+
+
+class HfpipePreTrainedModel(PreTrainedModel):
+    """Common base: weight init, gradient checkpointing, SDPA, and the Auto-class plumbing."""
+
+    config_class = HfpipeConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["TransformerBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, LMHead) and module.bias is not None:
+            module.bias.zero_()
+
+
+class LMHead(nn.Module):
+    """Vocabulary projection, optionally after BERT's transform (dense, act, norm).
+
+    ``decoder`` holds the (usually tied) output embedding; its bias is a separate parameter,
+    as in BERT, so that tying the weight leaves the bias alone.
+    """
+
+    def __init__(self, config: HfpipeConfig, transform: bool, bias: bool):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if transform else None
+        self.act = ACT2FN[config.hidden_act] if transform else None
+        self.norm = make_norm(config) if transform else None
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if bias else None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> logits (B, T, V)"""
+        if self.dense is not None:
+            hidden_states = self.norm(self.act(self.dense(hidden_states)))
+        logits = self.decoder(hidden_states)
+        return logits + self.bias if self.bias is not None else logits
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """Token cross-entropy ignoring -100. With ``num_items_in_batch`` (Trainer passes it under
+    gradient accumulation) the sum is divided by the tokens of the whole accumulated batch,
+    so accumulating N micro-batches gives the same gradient as one N times larger."""
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    labels = labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, labels, ignore_index=-100)
+    loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch
+
+
+def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """transformers' rule: regression when num_labels == 1, single- or multi-label otherwise."""
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels).float(), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
+    """Extractive QA: mean of start and end cross-entropies; positions outside the sequence
+    are clamped to an ignored index, as transformers does."""
+    ignored = start_logits.size(1)
+    start_positions = start_positions.view(-1).clamp(0, ignored)
+    end_positions = end_positions.view(-1).clamp(0, ignored)
+    start = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
+    end = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
+    return (start + end) / 2

@@ -1,0 +1,217 @@
+"""The decoder family (GPT): a causal TransformerStack and its heads.
+
+    HfpipeDecoderModel                        embeddings -> causal stack (KV cache)
+    HfpipeDecoderForCausalLM                  next-token prediction; ``generate`` (greedy,
+                                              sampling, top-k, top-p, beam search)
+    HfpipeDecoderForSequenceClassification    classification from the last non-padding token
+    HfpipeDecoderForQuestionAnswering         start/end logits over tokens
+
+Run: ``model.generate(**tokenizer("Once upon", return_tensors="pt"), max_new_tokens=20)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+)
+
+from .blocks import (
+    Embeddings,
+    HfpipePreTrainedModel,
+    TransformerStack,
+    cross_entropy,
+    sequence_classification_loss,
+    span_loss,
+)
+from .configuration import HfpipeDecoderConfig
+
+
+class HfpipeDecoderPreTrainedModel(HfpipePreTrainedModel):
+    config_class = HfpipeDecoderConfig
+
+
+class HfpipeDecoderModel(HfpipeDecoderPreTrainedModel):
+    def __init__(self, config: HfpipeDecoderConfig):
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.decoder = TransformerStack(config, config.num_hidden_layers, causal=True)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        """input_ids (B, T) -> last_hidden_state (B, T, C) and the updated cache.
+
+        attention_mask (B, past + T) marks padding (left or right); positions continue from
+        the cache, or come from ``position_ids`` (generate derives them from the mask).
+        """
+        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        hidden_states = self.embeddings(input_ids, inputs_embeds, position_ids=position_ids, past_length=past_length)
+        hidden_states, all_hidden_states = self.decoder(
+            hidden_states,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            output_hidden_states=bool(output_hidden_states),
+        )
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=all_hidden_states,
+        )
+
+
+class HfpipeDecoderForCausalLM(HfpipeDecoderPreTrainedModel, GenerationMixin):
+    """Causal LM. ``labels`` are the input ids themselves (-100 to ignore); the shift by
+    one happens here, as in transformers: position t predicts token t+1."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: HfpipeDecoderConfig):
+        super().__init__(config)
+        self.model = HfpipeDecoderModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        logits_to_keep: int = 0,
+        num_items_in_batch=None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, output_hidden_states
+        )
+        hidden_states = outputs.last_hidden_state
+        # generate() asks for the last position only: no need to project the whole prompt.
+        logits = self.lm_head(hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states)
+        loss = None
+        if labels is not None:
+            shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
+            loss = cross_entropy(logits, shifted, num_items_in_batch)
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
+
+
+def last_token_index(input_ids, attention_mask, pad_token_id, length: int, device) -> torch.Tensor:
+    """Index of each row's last real token (B,), for left or right padding."""
+    if attention_mask is not None:
+        # cumsum reaches its maximum first at the last attended position
+        return attention_mask.long().cumsum(-1).argmax(-1)
+    if input_ids is not None and pad_token_id is not None:
+        positions = torch.arange(length, device=device)
+        return (positions * (input_ids != pad_token_id)).argmax(-1)
+    return torch.full((input_ids.shape[0] if input_ids is not None else 1,), length - 1, device=device)
+
+
+class HfpipeDecoderForSequenceClassification(HfpipeDecoderPreTrainedModel):
+    """A new linear head on the hidden state of the last non-padding token (GPT-1 style)."""
+
+    def __init__(self, config: HfpipeDecoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HfpipeDecoderModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        outputs = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False, output_hidden_states
+        )
+        hidden_states = outputs.last_hidden_state
+        batch, length = hidden_states.shape[:2]
+        if attention_mask is not None and attention_mask.shape[1] != length:
+            attention_mask = attention_mask[:, -length:]  # drop a prefix-tuning prefix
+        last = last_token_index(input_ids, attention_mask, self.config.pad_token_id, length, hidden_states.device)
+        logits = self.score(hidden_states[torch.arange(batch, device=hidden_states.device), last])
+        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        return SequenceClassifierOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
+    def __init__(self, config: HfpipeDecoderConfig):
+        super().__init__(config)
+        self.model = HfpipeDecoderModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        start_positions=None,
+        end_positions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(
+            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False, output_hidden_states
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+        )

@@ -1,0 +1,290 @@
+"""The encoder family (BERT): a bidirectional TransformerStack and its task heads.
+
+    HfpipeEncoderModel                        embeddings -> stack -> (pooler on [CLS])
+    HfpipeEncoderForPreTraining               masked LM + next-sentence prediction
+    HfpipeEncoderForMaskedLM                  masked LM only (RoBERTa-style pretraining)
+    HfpipeEncoderForSequenceClassification    [CLS] pooled -> labels (regression if num_labels == 1)
+    HfpipeEncoderForTokenClassification       every token -> labels (NER)
+    HfpipeEncoderForQuestionAnswering         start/end logits over tokens (SQuAD)
+
+Run: ``AutoModelForMaskedLM.from_config(hfpipe.config_for("encoder", "tiny"))`` after
+``import hfpipe``, or ``from_pretrained(dir, trust_remote_code=True)`` without hfpipe.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.models.bert.modeling_bert import BertForPreTrainingOutput
+
+from .blocks import (
+    Embeddings,
+    HfpipePreTrainedModel,
+    LMHead,
+    TransformerStack,
+    cross_entropy,
+    sequence_classification_loss,
+    span_loss,
+)
+from .configuration import HfpipeEncoderConfig
+
+
+class HfpipeEncoderPreTrainedModel(HfpipePreTrainedModel):
+    config_class = HfpipeEncoderConfig
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: tanh(dense(h_[CLS])), the input of the NSP and classification heads."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, C)"""
+        return torch.tanh(self.dense(hidden_states[:, 0]))
+
+
+class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
+    def __init__(self, config: HfpipeEncoderConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.encoder = TransformerStack(config, config.num_hidden_layers, causal=False)
+        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """input_ids (B, T) -> last_hidden_state (B, T, C), pooler_output (B, C).
+
+        ``past_key_values`` only carries prefix-tuning prefixes (peft); the encoder caches nothing.
+        """
+        hidden_states = self.embeddings(
+            input_ids, inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
+        )
+        hidden_states, all_hidden_states = self.encoder(
+            hidden_states,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            output_hidden_states=bool(output_hidden_states),
+        )
+        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
+        )
+
+
+class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):
+    """BERT pretraining: loss = masked-LM cross-entropy + next-sentence cross-entropy.
+
+    Labels: ``labels`` (B, T) with -100 on positions not predicted; ``next_sentence_label``
+    (B,) with 0 = B continues A, 1 = B is random (transformers' convention).
+    """
+
+    _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: HfpipeEncoderConfig):
+        super().__init__(config)
+        self.model = HfpipeEncoderModel(config, add_pooling_layer=True)
+        self.mlm_head = LMHead(config, transform=True, bias=True)
+        self.nsp_head = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        next_sentence_label=None,
+        past_key_values=None,
+        output_hidden_states=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ) -> BertForPreTrainingOutput:
+        outputs = self.model(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+        )
+        prediction_logits = self.mlm_head(outputs.last_hidden_state)
+        seq_relationship_logits = self.nsp_head(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = cross_entropy(prediction_logits, labels, num_items_in_batch)
+        if next_sentence_label is not None:
+            nsp_loss = cross_entropy(seq_relationship_logits, next_sentence_label)
+            loss = nsp_loss if loss is None else loss + nsp_loss
+        return BertForPreTrainingOutput(
+            loss=loss,
+            prediction_logits=prediction_logits,
+            seq_relationship_logits=seq_relationship_logits,
+            hidden_states=outputs.hidden_states,
+        )
+
+
+class HfpipeEncoderForMaskedLM(HfpipeEncoderPreTrainedModel):
+    _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: HfpipeEncoderConfig):
+        super().__init__(config)
+        self.model = HfpipeEncoderModel(config, add_pooling_layer=False)
+        self.mlm_head = LMHead(config, transform=True, bias=True)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.mlm_head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        past_key_values=None,
+        output_hidden_states=None,
+        return_dict=None,
+        num_items_in_batch=None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        outputs = self.model(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+        )
+        logits = self.mlm_head(outputs.last_hidden_state)
+        loss = cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class HfpipeEncoderForSequenceClassification(HfpipeEncoderPreTrainedModel):
+    def __init__(self, config: HfpipeEncoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HfpipeEncoderModel(config, add_pooling_layer=True)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        past_key_values=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.model(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class HfpipeEncoderForTokenClassification(HfpipeEncoderPreTrainedModel):
+    def __init__(self, config: HfpipeEncoderConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = HfpipeEncoderModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        past_key_values=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        outputs = self.model(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
+        loss = cross_entropy(logits, labels) if labels is not None else None
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+
+class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
+    def __init__(self, config: HfpipeEncoderConfig):
+        super().__init__(config)
+        self.model = HfpipeEncoderModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        start_positions=None,
+        end_positions=None,
+        past_key_values=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ) -> QuestionAnsweringModelOutput:
+        outputs = self.model(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits.contiguous(),
+            end_logits=end_logits.contiguous(),
+            hidden_states=outputs.hidden_states,
+        )
