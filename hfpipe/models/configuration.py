@@ -15,6 +15,8 @@ nothing from hfpipe.
 
 from __future__ import annotations
 
+import copy
+
 from transformers import PreTrainedConfig
 
 # The Auto classes every family registers, written into config.auto_map so that a saved
@@ -230,6 +232,15 @@ class HfpipeSeq2SeqConfig(HfpipeConfig):
             kwargs.get("tie_word_embeddings", True) if scale_decoder_outputs is None else scale_decoder_outputs
         )
         super().__init__(**kwargs)
+
+    def get_text_config(self, decoder=None, encoder=None):
+        # generate() sizes its KV cache from the decoder's view of the config: give it the
+        # decoder's depth, which T5-style configs keep under num_decoder_layers.
+        config = super().get_text_config(decoder=decoder, encoder=encoder)
+        if decoder and not encoder and self.num_decoder_layers != self.num_hidden_layers:
+            config = copy.deepcopy(config)
+            config.num_hidden_layers = self.num_decoder_layers
+        return config
 
 
 # Size presets. base/large reproduce the published models' parameter counts (within 1%):

@@ -290,3 +290,32 @@ def convert_model(reference):
         raise ValueError(f"conversion left missing={missing[:5]} unexpected={unexpected[:5]}")
     model.tie_weights()
     return model.to(next(reference.parameters()).dtype)
+
+
+def convert_checkpoint(source: str, destination: str) -> str:
+    """``hfpipe convert``: a saved transformers BERT / GPT-2 / T5 checkpoint folder -> an
+    hfpipe checkpoint folder (weights, config with auto_map, modeling code, tokenizer).
+    Returns the architecture written."""
+    import os
+
+    import transformers
+
+    from ..errors import InputError
+
+    if not os.path.isfile(os.path.join(source, "config.json")):
+        raise InputError(f"{source}: no config.json here; expected a transformers checkpoint folder")
+    config = transformers.AutoConfig.from_pretrained(source)
+    if config.model_type not in ADAPTERS:
+        raise InputError(
+            f"{source}/config.json: model_type {config.model_type!r} cannot be converted; "
+            f"expected one of {sorted(ADAPTERS)}"
+        )
+    architecture = (config.architectures or [f"{type(config).__name__[:-6]}Model"])[0]
+    reference = getattr(transformers, auto_class_for(architecture)).from_pretrained(source)
+    model = convert_model(reference)
+    model.save_pretrained(destination)
+    try:
+        transformers.AutoTokenizer.from_pretrained(source).save_pretrained(destination)
+    except (OSError, ValueError):
+        pass  # a checkpoint without tokenizer files converts all the same
+    return type(model).__name__
