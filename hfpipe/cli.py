@@ -1,0 +1,173 @@
+"""The ``hfpipe`` command: parse, validate, call. Each verb also runs as
+``accelerate launch [--config_file accelerate_configs/X.yaml] -m hfpipe VERB ...``.
+
+Exit codes: 0 success; 2 bad recipe, option or input (one line naming the file, key or row,
+before any heavy work); 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from .errors import InputError
+
+EPILOG = "Docs: README.md. Every verb also runs under `accelerate launch -m hfpipe VERB`."
+
+
+def _common(parser: argparse.ArgumentParser, needs_model: bool = False) -> None:
+    parser.add_argument("recipe", help="a recipe YAML file (see recipes/)")
+    parser.add_argument("--model", required=needs_model, help="checkpoint folder or Hub id[@revision]")
+    parser.add_argument("--train-file", help="local training data (GLUE TSV, SQuAD JSON, text/jsonl/csv)")
+    parser.add_argument("--validation-file", help="local evaluation data")
+    parser.add_argument("--output-dir", help="where checkpoints, metrics and the model go")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (overrides train.max_steps)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny CPU-sized version of the recipe (< 3 min)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set train.learning_rate=1e-4 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfpipe", description=__doc__.split("\n")[0], epilog=EPILOG)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    tok = verbs.add_parser("tokenizer", help="train a tokenizer").add_subparsers(dest="action", required=True)
+    train = tok.add_parser("train", help="train a tokenizer on text files")
+    train.add_argument("--family", required=True, choices=["encoder", "decoder", "seq2seq"])
+    train.add_argument("--vocab-size", type=int, required=True)
+    train.add_argument("--out", required=True, help="folder to save the tokenizer in")
+    train.add_argument("--min-frequency", type=int, default=2)
+    train.add_argument("files", nargs="+", help="UTF-8 text files")
+
+    _common(verbs.add_parser("pretrain", help="pretrain a model with its family's objective"))
+    _common(verbs.add_parser("finetune", help="finetune and evaluate on a task (GLUE, SQuAD)"))
+    _common(verbs.add_parser("evaluate", help="evaluate a checkpoint on a recipe's task"), needs_model=True)
+    icl = verbs.add_parser("icl", help="zero- and few-shot in-context evaluation")
+    _common(icl, needs_model=True)
+    icl.add_argument("--shots", type=int, action="append", help="demonstrations per prompt (repeatable)")
+
+    gen = verbs.add_parser("generate", help="generate text from a decoder or encoder-decoder")
+    gen.add_argument("model", help="checkpoint folder or Hub id[@revision]")
+    gen.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    gen.add_argument("--prompt-file", help="one prompt per line, generated as one batch")
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 means greedy")
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--num-beams", type=int, default=1)
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--do-sample", action="store_true", help="sample (implied by temperature/top-k/top-p)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--no-stream", action="store_true", help="print when done instead of token by token")
+
+    conv = verbs.add_parser("convert", help="a transformers BERT / GPT-2 / T5 checkpoint -> hfpipe")
+    conv.add_argument("src")
+    conv.add_argument("dst")
+
+    merge = verbs.add_parser("merge", help="fold a LoRA adapter into its base model")
+    merge.add_argument("adapter_dir")
+    merge.add_argument("dst")
+
+    push = verbs.add_parser("push", help="push an output folder to the Hub")
+    push.add_argument("dir")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--revision")
+    push.add_argument("--commit-message")
+
+    plan = verbs.add_parser("plan", help="Chinchilla compute-optimal model and data size")
+    group = plan.add_mutually_exclusive_group(required=True)
+    group.add_argument("--compute", type=float, metavar="FLOPS")
+    group.add_argument("--gpu-hours", type=float)
+    group.add_argument("--params", type=float)
+    plan.add_argument("--gpu", default="h100")
+    plan.add_argument("--mfu", type=float, default=0.4)
+
+    demo = verbs.add_parser("demo", help="tokenizer -> pretrain -> finetune -> evaluate on embedded data")
+    demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument("--overwrite", action="store_true", default=True)
+    return parser
+
+
+def load_recipe_from_args(args, **extra):
+    from .recipes import load_recipe
+
+    cli = {
+        "model": args.model,
+        "train_file": args.train_file,
+        "validation_file": args.validation_file,
+        "output_dir": args.output_dir,
+        "max_steps": args.max_steps,
+        "seed": args.seed,
+        **extra,
+    }
+    return load_recipe(args.recipe, overrides=args.overrides, smoke=args.smoke, cli_overrides=cli)
+
+
+def _run(module: str, function: str, *a, **kw):
+    return getattr(importlib.import_module(f"hfpipe.{module}"), function)(*a, **kw)
+
+
+def dispatch(args) -> int:
+    verb = args.verb
+    if verb == "tokenizer":
+        tokenizer = _run("tokenization", "train_tokenizer_from_files", args.files, args.family, args.vocab_size,
+                         args.out, min_frequency=args.min_frequency)
+        print(f"saved a {args.family} tokenizer with {len(tokenizer)} entries to {args.out}")
+    elif verb == "pretrain":
+        _run("pretrain", "run_pretraining", load_recipe_from_args(args))
+    elif verb in ("finetune", "evaluate"):
+        recipe = load_recipe_from_args(args)
+        _run("finetune", "run_finetuning", recipe, do_train=verb == "finetune")
+    elif verb == "icl":
+        recipe = load_recipe_from_args(args, shots=args.shots)
+        _run("icl", "run_icl", recipe)
+    elif verb == "generate":
+        _run("generate", "run_generate", args)
+    elif verb == "convert":
+        name = _run("models.convert", "convert_checkpoint", args.src, args.dst)
+        print(f"wrote {name} to {args.dst}")
+    elif verb == "merge":
+        _run("adapters", "merge_adapter", args.adapter_dir, args.dst)
+        print(f"merged {args.adapter_dir} into a standalone checkpoint at {args.dst}")
+    elif verb == "push":
+        url = _run("hub", "push_to_hub", args.dir, args.repo_id, private=args.private, revision=args.revision,
+                   commit_message=args.commit_message)
+        print(f"pushed {args.dir} to {url}")
+    elif verb == "plan":
+        from .models import SIZE_PRESETS  # noqa: F401  (presets counted by plan.preset_parameter_counts)
+
+        result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,
+                      gpu=args.gpu if args.gpu_hours is not None else None, params=args.params, mfu=args.mfu)
+        print(_run("plan", "format_plan", result))
+    elif verb == "demo":
+        _run("demo", "run_demo", args.output_dir)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return dispatch(args)
+    except InputError as error:
+        print(f"hfpipe: error: {error}", file=sys.stderr)
+        return InputError.exit_code
+    except KeyboardInterrupt:
+        print("hfpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

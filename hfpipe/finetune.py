@@ -1,0 +1,319 @@
+"""``hfpipe finetune RECIPE`` and ``hfpipe evaluate RECIPE --model DIR``: GLUE and SQuAD.
+
+    recipe.task.name  -> tasks.glue / tasks.squad   (data, formatting, post-processing)
+    recipe.model      -> a head on any checkpoint   (encoder: [CLS]; decoder: last token or
+                                                     GPT-1 pair format; seq2seq: text-to-text)
+    recipe.train      -> train.build_trainer
+    outputs           -> eval_results.json, eval_predictions.jsonl|json, the model, the card
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    DataCollatorWithPadding,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
+
+from . import models
+from .errors import InputError
+from .metrics import load_metric
+from .tasks import glue, squad
+from .train import build_trainer, finish_run, prepare_output_dir, results_table, write_json
+
+logger = logging.getLogger("hfpipe.finetune")
+
+SQUAD_TASKS = ("squad", "squad_v2")
+
+
+@dataclass
+class TaskData:
+    train: Any | None  # examples
+    evaluation: dict[str, Any]  # split name -> examples (MNLI: matched and mismatched)
+    datasets: list[str]  # names for the model card
+
+
+# --------------------------------------------------------------------------------------------- data
+def load_task_data(recipe, do_train: bool) -> TaskData:
+    """Local files, the Hub, or (no files and no dataset: --smoke, the demo) embedded data."""
+    task, data = recipe.task.name, recipe.data
+    train_files, validation_files = list(data.train_files), list(data.validation_files)
+    embedded = not train_files and not validation_files and not data.dataset
+    if embedded:
+        from .data import embedded as embedded_data
+
+        logger.warning("no data given: using hfpipe's embedded synthetic %s data (for smoke tests only)", task)
+        if task in SQUAD_TASKS:
+            splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1", seed=recipe.train.seed)
+        else:
+            splits = embedded_data.embedded_glue(task, seed=recipe.train.seed)
+        names = ["hfpipe-embedded"]
+    elif task in SQUAD_TASKS:
+        version = "2.0" if task == "squad_v2" else "1.1"
+        source_train = train_files[0] if train_files else data.dataset
+        source_eval = validation_files[0] if validation_files else data.dataset
+        splits = {}
+        if do_train:
+            if not source_train:
+                raise InputError(f"{task}: no training data; pass --train-file (SQuAD JSON) or set data.dataset")
+            splits["train"] = squad.load_squad(source_train, version, split="train")
+        if source_eval:
+            splits["validation"] = squad.load_squad(source_eval, version, split="validation")
+        names = [data.dataset] if data.dataset else []
+    else:
+        splits = glue.load_glue(
+            task,
+            train_file=train_files[0] if train_files else None,
+            validation_file=validation_files[0] if validation_files else None,
+            validation_mismatched_file=validation_files[1] if len(validation_files) > 1 else None,
+        ) if (train_files or validation_files) else glue.load_glue(task)
+        names = [data.dataset or "nyu-mll/glue"]
+    train = splits.get("train") if do_train else None
+    if do_train and train is None:
+        raise InputError(f"{task}: no training split; pass --train-file")
+    evaluation = {k: v for k, v in splits.items() if k.startswith("validation")}
+    if train is not None and data.max_train_samples:
+        train = train.select(range(min(data.max_train_samples, len(train))))
+    if data.max_eval_samples:
+        evaluation = {k: v.select(range(min(data.max_eval_samples, len(v)))) for k, v in evaluation.items()}
+    return TaskData(train, evaluation, names)
+
+
+# ---------------------------------------------------------------------------- tokenizer and model
+def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **model_kwargs):
+    """From ``model.name_or_path`` (a new head where the checkpoint has none), or -- no checkpoint
+    (``--smoke``) -- a tiny model of the family with a tokenizer trained on the task's text."""
+    family = recipe.model.family
+    if recipe.model.name_or_path:
+        from .hub import parse_model_reference
+
+        name, revision = parse_model_reference(recipe.model.name_or_path)
+        tokenizer_name, tokenizer_revision = (
+            parse_model_reference(recipe.tokenizer.name_or_path) if recipe.tokenizer.name_or_path else (name, revision)
+        )
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, revision=tokenizer_revision)
+        model = auto_class.from_pretrained(
+            name, revision=revision, trust_remote_code=recipe.model.trust_remote_code, **model_kwargs
+        )
+    else:
+        from .tokenization import train_tokenizer
+
+        tokenizer = train_tokenizer(texts(), family=family, vocab_size=recipe.tokenizer.vocab_size or 2000,
+                                    min_frequency=recipe.tokenizer.min_frequency, lowercase=recipe.tokenizer.lowercase)
+        overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     **recipe.model.config, **model_kwargs}
+        if family == "seq2seq":
+            overrides["decoder_start_token_id"] = tokenizer.pad_token_id
+        else:
+            overrides.setdefault("max_position_embeddings", max(recipe.task.max_seq_length, 128))
+        model = auto_class.from_config(models.config_for(family, recipe.model.size, **overrides))
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def _uses_gpt_pairs(recipe) -> bool:
+    return recipe.model.family == "decoder" and (recipe.task.pair_format or "gpt") == "gpt"
+
+
+def _text_to_text(recipe) -> bool:
+    return recipe.model.family == "seq2seq" and recipe.task.text_to_text is not False
+
+
+# ------------------------------------------------------------------------------------------- GLUE
+def _glue_texts(batch, spec):
+    a = batch[spec.text_fields[0]]
+    b = batch[spec.text_fields[1]] if len(spec.text_fields) > 1 else None
+    return a, b
+
+
+def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
+    spec = glue.get_glue_task(recipe.task.name)
+    max_length = recipe.task.max_seq_length
+    texts = lambda: (t for row in data.train or [] for t in glue.encoder_inputs(row, spec) if t)  # noqa: E731
+    if _text_to_text(recipe):
+        return _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts)
+    label_kwargs = {"num_labels": spec.num_labels}
+    if spec.label_names:
+        label_kwargs["id2label"] = dict(enumerate(spec.label_names))
+        label_kwargs["label2id"] = {name: i for i, name in enumerate(spec.label_names)}
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSequenceClassification, texts, **label_kwargs)
+    gpt_pairs = _uses_gpt_pairs(recipe)
+    if gpt_pairs and tokenizer.add_tokens(list(glue.GPT_SPECIAL_TOKENS), special_tokens=True):
+        model.resize_token_embeddings(len(tokenizer))
+
+    def encode(batch):
+        a, b = _glue_texts(batch, spec)
+        if gpt_pairs:
+            encoded = tokenizer([glue.gpt_pair_text(x, y if b else None) for x, y in zip(a, b or a)],
+                                truncation=True, max_length=max_length)
+        else:
+            encoded = tokenizer(a, b, truncation=True, max_length=max_length)
+        encoded["labels"] = batch["label"]
+        return encoded
+
+    def features(dataset):
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+
+    metric = load_metric("glue", spec.name)
+
+    def compute_metrics(eval_pred):
+        predictions = glue.predictions_from_logits(spec, eval_pred.predictions)
+        return metric.compute(predictions=predictions, references=eval_pred.label_ids)
+
+    train = features(data.train) if data.train is not None else None
+    evaluation = {name: features(ds) for name, ds in data.evaluation.items()}
+    first_eval = next(iter(evaluation.values()), None)
+    trainer, _ = build_trainer(recipe, model, tokenizer, train, first_eval, DataCollatorWithPadding(tokenizer),
+                               compute_metrics=compute_metrics)
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    metrics, predictions = {}, {}
+    for name, dataset in evaluation.items():
+        out = trainer.predict(dataset, metric_key_prefix="eval")
+        suffix = "_mm" if name.endswith("mismatched") else ""
+        metrics.update({_metric_name(k) + suffix: v for k, v in out.metrics.items()})
+        predictions[name] = glue.predictions_from_logits(spec, out.predictions)
+    return trainer, train_result, metrics, {"glue": (spec, predictions)}, tokenizer
+
+
+def _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts):
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSeq2SeqLM, texts)
+    max_length = recipe.task.max_seq_length
+    target_words = [glue.text_to_text({**{f: "" for f in spec.text_fields}, "label": i}, spec)[1]
+                    for i in range(spec.num_labels)] if spec.label_names else ["5.0"]
+    target_length = max(len(tokenizer(w).input_ids) for w in target_words) + 2
+
+    def encode(batch):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        pairs = [glue.text_to_text(row, spec) for row in rows]
+        encoded = tokenizer([s for s, _ in pairs], truncation=True, max_length=max_length)
+        encoded["labels"] = tokenizer([t for _, t in pairs], truncation=True, max_length=target_length)["input_ids"]
+        return encoded
+
+    def features(dataset):
+        return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="text-to-text")
+
+    metric = load_metric("glue", spec.name)
+
+    def compute_metrics(eval_pred):
+        generated = np.where(eval_pred.predictions < 0, tokenizer.pad_token_id, eval_pred.predictions)
+        texts_out = tokenizer.batch_decode(generated, skip_special_tokens=True)
+        predictions, invalid = glue.labels_from_texts(spec, texts_out)
+        labels = np.where(eval_pred.label_ids < 0, tokenizer.pad_token_id, eval_pred.label_ids)
+        references, _ = glue.labels_from_texts(spec, tokenizer.batch_decode(labels, skip_special_tokens=True))
+        result = metric.compute(predictions=predictions, references=references)
+        result["invalid_predictions"] = invalid
+        return result
+
+    train = features(data.train) if data.train is not None else None
+    evaluation = {name: features(ds) for name, ds in data.evaluation.items()}
+    trainer, _ = build_trainer(
+        recipe, model, tokenizer, train, next(iter(evaluation.values()), None),
+        DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=compute_metrics,
+        trainer_class=Seq2SeqTrainer,
+        args_class=Seq2SeqTrainingArguments,
+        extra_args={"predict_with_generate": True, "generation_max_length": target_length},
+    )
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    metrics, predictions = {}, {}
+    for name, dataset in evaluation.items():
+        out = trainer.predict(dataset, metric_key_prefix="eval")
+        suffix = "_mm" if name.endswith("mismatched") else ""
+        metrics.update({_metric_name(k) + suffix: v for k, v in out.metrics.items()})
+        generated = np.where(out.predictions < 0, tokenizer.pad_token_id, out.predictions)
+        predictions[name] = np.array(glue.labels_from_texts(spec, tokenizer.batch_decode(
+            generated, skip_special_tokens=True))[0])
+    return trainer, train_result, metrics, {"glue": (spec, predictions)}, tokenizer
+
+
+# ------------------------------------------------------------------------------------------ SQuAD
+def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
+    if recipe.model.family == "seq2seq":
+        raise InputError(f"task.name: {recipe.task.name} needs an extractive model (encoder or decoder family); "
+                         "seq2seq SQuAD is not supported yet")
+    version_2 = recipe.task.name == "squad_v2"
+    task = recipe.task
+    texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForQuestionAnswering, texts)
+    window = dict(max_seq_length=task.max_seq_length, doc_stride=task.doc_stride)
+    train = squad.map_features(data.train, tokenizer, training=True, **window) if data.train is not None else None
+    trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorWithPadding(tokenizer))
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    examples = data.evaluation.get("validation")
+    if examples is None:
+        return trainer, train_result, {}, {}, tokenizer
+    features = squad.map_features(examples, tokenizer, training=False, **window)
+    model_inputs = features.remove_columns(["example_id", "offset_mapping", "cls_index"])
+    start_logits, end_logits = trainer.predict(model_inputs).predictions[:2]
+    predictions, null_odds = squad.postprocess_qa_predictions(
+        examples, features, start_logits, end_logits, version_2_with_negative=version_2,
+        n_best_size=task.n_best_size, max_answer_length=task.max_answer_length,
+        null_score_diff_threshold=task.null_score_diff_threshold,
+    )
+    metric = load_metric("squad_v2" if version_2 else "squad")
+    formatted = [{"id": k, "prediction_text": v, **({"no_answer_probability": 0.0} if version_2 else {})}
+                 for k, v in predictions.items()]
+    references = [{"id": row["id"], "answers": row["answers"]} for row in examples]
+    metrics = metric.compute(predictions=formatted, references=references)
+    return trainer, train_result, metrics, {"squad": predictions}, tokenizer
+
+
+# ---------------------------------------------------------------------------------------- driver
+def _metric_name(key: str) -> str:
+    """Trainer's eval_accuracy -> accuracy; eval_loss keeps its name (interface.md)."""
+    return key if key == "eval_loss" or not key.startswith("eval_") else key[len("eval_"):]
+
+
+def _write_predictions(output_dir, predictions: dict) -> None:
+    if "squad" in predictions:
+        write_json(output_dir / "eval_predictions.json", predictions["squad"])
+    if "glue" in predictions:
+        spec, by_split = predictions["glue"]
+        for name, values in by_split.items():
+            suffix = "_mm" if name.endswith("mismatched") else ""
+            glue.write_predictions_jsonl(output_dir / f"eval_predictions{suffix}.jsonl", values, spec)
+
+
+def run_finetuning(recipe, do_train: bool = True) -> dict:
+    """Finetune (or only evaluate, ``do_train=False``) as the recipe says; returns the metrics."""
+    if recipe.peft.method != "none" or recipe.quantization.load_in_4bit or recipe.quantization.load_in_8bit:
+        raise InputError(
+            f"peft.method: {recipe.peft.method!r} / quantization are not wired into hfpipe finetune yet "
+            "(tracked in the PEFT issue); use peft.method: none"
+        )
+    if do_train:
+        output_dir, resume_from = prepare_output_dir(recipe)
+    else:
+        from pathlib import Path
+
+        output_dir, resume_from = Path(recipe.train.output_dir), None
+        output_dir.mkdir(parents=True, exist_ok=True)
+    data = load_task_data(recipe, do_train)
+    runner = run_squad if recipe.task.name in SQUAD_TASKS else run_glue
+    trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)
+    if trainer.is_world_process_zero():
+        _write_predictions(output_dir, predictions)
+    if do_train:
+        return finish_run(trainer, recipe, output_dir, train_result, metrics, model_name=output_dir.name,
+                          task=recipe.task.name, datasets=data.datasets, base_model=recipe.model.name_or_path)
+    if trainer.is_world_process_zero():
+        write_json(output_dir / "eval_results.json", metrics)
+        shown = {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "per_second"))}
+        print("\n" + results_table(f"Evaluation: {recipe.model.name_or_path} on {recipe.task.name}", shown) + "\n")
+    return metrics
+
+
+__all__ = ["run_finetuning", "load_task_data"]

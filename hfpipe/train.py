@@ -1,0 +1,238 @@
+"""Trainer wiring shared by every verb: output directory, callbacks, results and the table.
+
+transformers' Trainer (on Accelerate) runs the loop, mixed precision, gradient accumulation,
+checkpoints, rotation and resuming; hfpipe adds what it lacks:
+- refusing to overwrite a finished run, and resolving ``train.resume``;
+- a loss curve (loss.png) and a non-finite-loss stop that names the step;
+- train_results.json / eval_results.json, recipe.yaml, the model card, a results table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .errors import InputError
+
+logger = logging.getLogger("hfpipe")
+
+# Files whose presence marks a folder as holding a finished run.
+_FINISHED_MARKERS = ("train_results.json", "eval_results.json")
+
+
+def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
+    """Check the output directory before any heavy work; return it and what to resume from.
+
+    A folder holding a finished run is never overwritten without ``train.overwrite``; a folder
+    with checkpoints but no finished run needs ``train.resume`` or ``train.overwrite``.
+    """
+    out = Path(recipe.train.output_dir)
+    resume = recipe.train.resume
+    if isinstance(resume, str):
+        if not Path(resume).is_dir():
+            raise InputError(f"train.resume: checkpoint folder {resume} does not exist")
+        return out, resume
+    if out.is_dir() and any(out.iterdir()) and not recipe.train.overwrite:
+        finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
+        last = get_last_checkpoint(str(out))
+        if finished and not resume:
+            raise InputError(
+                f"{out}: holds a finished run ({finished[0]}); choose another --output-dir or pass "
+                "--set train.overwrite=true"
+            )
+        if resume:
+            if last is None:
+                raise InputError(f"{out}: train.resume is true but the folder holds no checkpoint-N/ to resume from")
+            return out, last
+        if last is not None:
+            raise InputError(
+                f"{out}: holds checkpoints of an unfinished run ({Path(last).name}); pass --set train.resume=true "
+                "to continue it or --set train.overwrite=true to start over"
+            )
+    if resume is True:
+        raise InputError(f"{out}: train.resume is true but there is no checkpoint to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+    return out, None
+
+
+class LossCurveCallback(TrainerCallback):
+    """Collects training and evaluation losses; draws loss.png whenever a checkpoint is
+    saved and at the end, so a crashed run still leaves its curve."""
+
+    def __init__(self, output_dir: Path):
+        self.output_dir = Path(output_dir)
+        self.train: list[tuple[int, float]] = []
+        self.eval: list[tuple[int, float]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.train.append((state.global_step, float(logs["loss"])))
+        if "eval_loss" in logs:
+            self.eval.append((state.global_step, float(logs["eval_loss"])))
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.draw()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.draw()
+
+    def draw(self) -> Path | None:
+        if not self.train and not self.eval:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        if self.train:
+            ax.plot(*zip(*self.train), label="training loss")
+        if self.eval:
+            ax.plot(*zip(*self.eval), marker="o", label="evaluation loss")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = self.output_dir / "loss.png"
+        fig.savefig(path)
+        plt.close(fig)
+        (self.output_dir / "loss_history.json").write_text(
+            json.dumps({"train": self.train, "eval": self.eval}, indent=1)
+        )
+        return path
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stops at the first logged NaN/inf loss, naming the step; the checkpoints written
+    before it stay (Trainer only writes checkpoints at save steps, never on this stop)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            last = get_last_checkpoint(args.output_dir)
+            where = f"; last good checkpoint: {last}" if last else "; no checkpoint was written before it"
+            raise NonFiniteLossError(
+                f"training loss became {loss} at step {state.global_step}{where}. "
+                "Lower train.learning_rate or use train.mixed_precision=bf16 instead of fp16."
+            )
+
+
+def training_arguments(recipe, do_eval: bool, args_class=TrainingArguments, **extra) -> TrainingArguments:
+    kwargs = {**recipe.train.to_training_arguments_kwargs(do_eval=do_eval), **extra}
+    kwargs["logging_first_step"] = True
+    kwargs["remove_unused_columns"] = False  # hfpipe's collators read columns the model does not take
+    # Losses as in a single process when several run (environment.md: Trainer doubles them otherwise).
+    if "average_tokens_across_devices" in TrainingArguments.__dataclass_fields__:
+        kwargs["average_tokens_across_devices"] = False
+    return args_class(**kwargs)
+
+
+def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, data_collator,
+                  compute_metrics=None, preprocess_logits_for_metrics=None, trainer_class=Trainer,
+                  args_class=TrainingArguments, extra_args=None, **trainer_kwargs) -> tuple[Trainer, LossCurveCallback]:
+    args = training_arguments(recipe, eval_dataset is not None, args_class, **(extra_args or {}))
+    curve = LossCurveCallback(args.output_dir)
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=data_collator,
+        processing_class=processing_class,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        callbacks=[curve, NonFiniteLossCallback()],
+        **trainer_kwargs,
+    )
+    return trainer, curve
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically (temporary file, then rename): a crash leaves the old file or the new."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def add_perplexity(metrics: dict, prefix: str = "eval_") -> dict:
+    loss = metrics.get(f"{prefix}loss")
+    if loss is not None:
+        metrics["perplexity"] = math.exp(min(loss, 700.0))
+    return metrics
+
+
+def results_table(title: str, rows: dict[str, float | int | str]) -> str:
+    """A plain aligned two-column table for the terminal (and the model card)."""
+    items = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in rows.items()]
+    width = max([len(k) for k, _ in items] + [len("metric")])
+    vwidth = max([len(v) for _, v in items] + [len("value")])
+    lines = [title, f"| {'metric'.ljust(width)} | {'value'.rjust(vwidth)} |", f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|"]
+    lines += [f"| {k.ljust(width)} | {v.rjust(vwidth)} |" for k, v in items]
+    return "\n".join(lines)
+
+
+def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: dict | None, *,
+               model_name: str, task: str | None, datasets: list[str], base_model: str | None,
+               extra_files: dict[str, str] | None = None) -> dict:
+    """Save the final model, tokenizer, recipe.yaml, results JSON, model card, loss.png;
+    print the results table; return the evaluation metrics."""
+    trainer.save_model(str(output_dir))
+    train_metrics = dict(train_result.metrics) if train_result is not None else {}
+    if trainer.is_world_process_zero():
+        recipe.save_yaml(output_dir / "recipe.yaml")
+        if train_metrics:
+            write_json(output_dir / "train_results.json", train_metrics)
+        if eval_metrics is not None:
+            write_json(output_dir / "eval_results.json", eval_metrics)
+        for name, text in (extra_files or {}).items():
+            (output_dir / name).write_text(text)
+        trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
+        _write_card(output_dir, recipe, eval_metrics or {}, model_name=model_name, task=task,
+                    datasets=datasets, base_model=base_model)
+        shown = {k: v for k, v in (eval_metrics or {}).items() if not k.endswith(("_runtime", "per_second"))}
+        shown["train_loss"] = train_metrics.get("train_loss", float("nan"))
+        shown["train_steps"] = trainer.state.global_step
+        print("\n" + results_table(f"Results: {model_name} ({output_dir})", shown) + "\n", flush=True)
+    return eval_metrics or {}
+
+
+def _write_card(output_dir, recipe, metrics, *, model_name, task, datasets, base_model):
+    try:
+        from .hub import write_model_card
+    except ImportError:  # hub support is optional at import time; the card is not
+        write_model_card = None
+    summary = (
+        f"Trained with hfpipe `{recipe.kind}` ({recipe.description or 'recipe.yaml'}): "
+        f"family {recipe.model.family}, "
+        + (f"objective {recipe.objective.name}, " if recipe.objective else "")
+        + (f"task {recipe.task.name}, " if recipe.task else "")
+        + (f"peft {recipe.peft.method}, " if recipe.peft.method != "none" else "")
+        + f"{recipe.train.max_steps if recipe.train.max_steps > 0 else recipe.train.num_train_epochs} "
+        + ("steps" if recipe.train.max_steps > 0 else "epochs")
+        + f", learning rate {recipe.train.learning_rate}. The full recipe is recipe.yaml."
+    )
+    results = {k[5:] if k.startswith("eval_") else k: v for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not k.endswith(("_runtime", "per_second"))}
+    if write_model_card is not None:
+        write_model_card(output_dir, model_name=model_name, base_model=base_model, datasets=list(datasets),
+                         tags=["hfpipe", recipe.kind, recipe.model.family], task=task, results=results,
+                         training_summary=summary, recipe_path="recipe.yaml")
+    else:
+        table = results_table("## Results", results) if results else ""
+        (Path(output_dir) / "README.md").write_text(
+            f"---\nlibrary_name: transformers\ntags: [hfpipe]\n---\n# {model_name}\n\n{summary}\n\n{table}\n"
+        )

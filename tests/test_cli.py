@@ -1,0 +1,112 @@
+"""The `hfpipe` command end to end: exit codes, error lines, and smoke runs of the recipes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+def hfpipe(*args, cwd=None, timeout=900):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "hfpipe", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def test_unknown_recipe_key_exits_2_with_one_line_naming_the_closest(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text((RECIPES / "pretrain" / "gpt-clm.yaml").read_text().replace("learning_rate:", "learning_rat:"))
+    result = hfpipe("pretrain", recipe, "--smoke", "--output-dir", tmp_path / "out")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hfpipe: error:")
+    assert "learning_rat" in lines[0] and "learning_rate" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_objective_that_does_not_fit_the_family_exits_2(tmp_path):
+    result = hfpipe("pretrain", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke",
+                    "--set", "objective.name=span_corruption", "--output-dir", tmp_path / "o")
+    assert result.returncode == 2
+    assert "span_corruption" in result.stderr and "seq2seq" in result.stderr
+
+
+def test_missing_checkpoint_folder_exits_2(tmp_path):
+    result = hfpipe("evaluate", RECIPES / "finetune" / "glue-sst2.yaml", "--model", tmp_path / "nothing")
+    assert result.returncode == 2
+    assert "model.name_or_path" in result.stderr and "no such directory" in result.stderr
+
+
+def test_plan_prints_chinchilla_optimum():
+    result = hfpipe("plan", "--params", "70e9")
+    assert result.returncode == 0, result.stderr
+    assert "1.4" in result.stdout  # 1.4T tokens for 70B parameters
+
+
+def _pretrain(tmp_path, recipe, *extra):
+    out = tmp_path / Path(recipe).stem
+    result = hfpipe("pretrain", RECIPES / "pretrain" / recipe, "--smoke", "--output-dir", out, *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["bert-mlm-nsp.yaml", "roberta-mlm.yaml", "gpt-clm.yaml",
+                                    "t5-span-corruption.yaml", "t5-prefix-lm.yaml"])
+def test_pretraining_recipes_run_with_smoke_and_leave_a_loadable_model(tmp_path, recipe):
+    out, result = _pretrain(tmp_path, recipe)
+    for name in ("config.json", "model.safetensors", "recipe.yaml", "train_results.json", "eval_results.json",
+                 "README.md", "loss.png", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_loss"] > 0 and results["perplexity"] > 1
+    assert "Results" in result.stdout
+    # the model loads in plain transformers code with its tokenizer
+    code = ("import sys, transformers; c = transformers.AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True);"
+            "t = transformers.AutoTokenizer.from_pretrained(sys.argv[1]); print(c.model_type, len(t))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert loaded.stdout.startswith("hfpipe_")
+
+
+@pytest.mark.slow
+def test_finished_run_is_not_overwritten(tmp_path):
+    out, _ = _pretrain(tmp_path, "gpt-clm.yaml", "--max-steps", "3")
+    before = (out / "train_results.json").read_text()
+    again = hfpipe("pretrain", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--output-dir", out)
+    assert again.returncode == 2 and "finished run" in again.stderr
+    assert (out / "train_results.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_glue_finetune_on_real_mrpc_then_evaluate_reproduces_metrics(tmp_path, shared_data):
+    mrpc = shared_data / "glue" / "MRPC"
+    out = tmp_path / "mrpc"
+    result = hfpipe("finetune", RECIPES / "finetune" / "glue-mrpc.yaml", "--smoke", "--train-file",
+                    mrpc / "train.tsv", "--validation-file", mrpc / "dev.tsv", "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["f1"] <= 1
+    rows = (out / "eval_predictions.jsonl").read_text().splitlines()
+    assert len(rows) == 64 and json.loads(rows[0])["index"] == 0
+    again = hfpipe("evaluate", RECIPES / "finetune" / "glue-mrpc.yaml", "--smoke", "--model", out,
+                   "--validation-file", mrpc / "dev.tsv", "--output-dir", tmp_path / "eval")
+    assert again.returncode == 0, again.stderr[-3000:]
+    reevaluated = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    assert reevaluated["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-9)
+    assert reevaluated["f1"] == pytest.approx(metrics["f1"], abs=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["encoder", "decoder", "seq2seq"])
+def test_glue_smoke_runs_for_every_family_on_embedded_data(tmp_path, family):
+    result = hfpipe("finetune", RECIPES / "finetune" / "glue-rte.yaml", "--smoke", "--set", f"model.family={family}",
+                    "--output-dir", tmp_path / family)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / family / "eval_results.json").read_text())
+    assert 0 <= metrics["accuracy"] <= 1
