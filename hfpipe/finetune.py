@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +27,7 @@ from transformers import (
 )
 
 from . import models
+from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs
 from .errors import InputError
 from .metrics import load_metric
 from .tasks import glue, squad
@@ -103,7 +105,8 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         )
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, revision=tokenizer_revision)
         model = auto_class.from_pretrained(
-            name, revision=revision, trust_remote_code=recipe.model.trust_remote_code, **model_kwargs
+            name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
+            **quantized_load_kwargs(recipe.quantization), **model_kwargs,
         )
     else:
         from .tokenization import train_tokenizer
@@ -118,11 +121,23 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         else:
             overrides.setdefault("max_position_embeddings", max(recipe.task.max_seq_length, 128))
         model = auto_class.from_config(models.config_for(family, recipe.model.size, **overrides))
+        if quantization_config(recipe.quantization) is not None:
+            # bitsandbytes quantizes while loading: save the fresh tiny model and load it back.
+            base_dir = Path(recipe.train.output_dir) / "base-model"
+            model.save_pretrained(base_dir)
+            model = auto_class.from_pretrained(base_dir, **quantized_load_kwargs(recipe.quantization))
     if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def adapt(recipe, model):
+    """Quantized bases get QLoRA's preparation; then the recipe's PEFT method (if any)."""
+    if quantization_config(recipe.quantization) is not None:
+        model = prepare_quantized(model)
+    return apply_peft(model, recipe.peft)
 
 
 def _uses_gpt_pairs(recipe) -> bool:
@@ -154,6 +169,7 @@ def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
     gpt_pairs = _uses_gpt_pairs(recipe)
     if gpt_pairs and tokenizer.add_tokens(list(glue.GPT_SPECIAL_TOKENS), special_tokens=True):
         model.resize_token_embeddings(len(tokenizer))
+    model = adapt(recipe, model)
 
     def encode(batch):
         a, b = _glue_texts(batch, spec)
@@ -191,6 +207,7 @@ def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
 
 def _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts):
     tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSeq2SeqLM, texts)
+    model = adapt(recipe, model)
     max_length = recipe.task.max_seq_length
     target_words = [glue.text_to_text({**{f: "" for f in spec.text_fields}, "label": i}, spec)[1]
                     for i in range(spec.num_labels)] if spec.label_names else ["5.0"]
@@ -248,6 +265,7 @@ def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
     task = recipe.task
     texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
     tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForQuestionAnswering, texts)
+    model = adapt(recipe, model)
     window = dict(max_seq_length=task.max_seq_length, doc_stride=task.doc_stride)
     train = squad.map_features(data.train, tokenizer, training=True, **window) if data.train is not None else None
     trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorWithPadding(tokenizer))
@@ -289,11 +307,6 @@ def _write_predictions(output_dir, predictions: dict) -> None:
 
 def run_finetuning(recipe, do_train: bool = True) -> dict:
     """Finetune (or only evaluate, ``do_train=False``) as the recipe says; returns the metrics."""
-    if recipe.peft.method != "none" or recipe.quantization.load_in_4bit or recipe.quantization.load_in_8bit:
-        raise InputError(
-            f"peft.method: {recipe.peft.method!r} / quantization are not wired into hfpipe finetune yet "
-            "(tracked in the PEFT issue); use peft.method: none"
-        )
     if do_train:
         output_dir, resume_from = prepare_output_dir(recipe)
     else:
@@ -306,6 +319,10 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)
     if trainer.is_world_process_zero():
         _write_predictions(output_dir, predictions)
+        if recipe.peft.method != "none" and do_train:
+            # The adapter alone does not say how the base was changed (labels, added tokens):
+            # keep the base config next to it, for `hfpipe merge` and plain peft loading.
+            trainer.model.get_base_model().config.save_pretrained(output_dir)
     if do_train:
         return finish_run(trainer, recipe, output_dir, train_result, metrics, model_name=output_dir.name,
                           task=recipe.task.name, datasets=data.datasets, base_model=recipe.model.name_or_path)

@@ -1,0 +1,87 @@
+"""``hfpipe generate MODEL --prompt TEXT``: decoding with transformers' ``generate``.
+
+Decoders and encoder-decoders, hfpipe or transformers checkpoints. Greedy when temperature is
+0 (or no sampling option is given); sampling with temperature / top-k / top-p; beam search;
+repetition penalty. Tokens stream to the terminal for a single prompt; several prompts (repeated
+--prompt or --prompt-file, one per line) run as one left-padded batch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, TextStreamer
+
+from .errors import InputError
+
+
+def generation_kwargs(max_new_tokens=50, temperature=1.0, top_k=0, top_p=1.0, num_beams=1,
+                      repetition_penalty=1.0, do_sample=False) -> dict:
+    """CLI options -> ``generate`` keyword arguments. Temperature 0 means greedy; any of
+    temperature != 1, top_k > 0 or top_p < 1 turns sampling on."""
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens: expected a positive integer, got {max_new_tokens}")
+    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or num_beams < 1 or repetition_penalty <= 0:
+        raise InputError("--temperature >= 0, 0 < --top-p <= 1, --top-k >= 0, --num-beams >= 1 and "
+                         "--repetition-penalty > 0 are expected")
+    sample = temperature > 0 and (do_sample or temperature != 1.0 or top_k > 0 or top_p < 1.0)
+    kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, repetition_penalty=repetition_penalty,
+                  do_sample=sample)
+    if sample:
+        kwargs.update(temperature=temperature, top_k=top_k or None, top_p=top_p)
+    return kwargs
+
+
+def load_generator(reference: str, trust_remote_code: bool = False):
+    from .hub import parse_model_reference
+
+    name, revision = parse_model_reference(reference)
+    config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    try:
+        model = auto_class.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        raise InputError(f"{reference}: not a decoder or encoder-decoder checkpoint ({config.model_type})") from error
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    tokenizer.padding_side = "left"  # decoders continue from the right end of every row
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def generate(model, tokenizer, prompts: list[str], seed: int = 0, stream: bool = False, **kwargs) -> list[str]:
+    """Continuations of ``prompts`` (without the prompt for decoders)."""
+    torch.manual_seed(seed)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    batch.pop("token_type_ids", None)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    with torch.no_grad():
+        output = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, streamer=streamer, **kwargs)
+    if not model.config.is_encoder_decoder:
+        output = output[:, batch["input_ids"].shape[1]:]
+    return tokenizer.batch_decode(output, skip_special_tokens=True)
+
+
+def run_generate(args) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                prompts += [line.rstrip("\n") for line in f if line.strip()]
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"--prompt-file {args.prompt_file}: {error}") from error
+    if not prompts:
+        raise InputError("give --prompt TEXT (repeatable) or --prompt-file FILE")
+    kwargs = generation_kwargs(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_beams,
+                               args.repetition_penalty, args.do_sample)
+    model, tokenizer = load_generator(args.model)
+    stream = len(prompts) == 1 and args.num_beams == 1 and not args.no_stream
+    if stream:
+        print(prompts[0], end="", flush=True)
+    texts = generate(model, tokenizer, prompts, seed=args.seed, stream=stream, **kwargs)
+    if not stream:
+        separator = "\n" + "-" * 40 + "\n" if len(prompts) > 1 else "\n"
+        echo_prompt = not model.config.is_encoder_decoder  # a decoder's output continues its prompt
+        sys.stdout.write(separator.join((p if echo_prompt else "") + t for p, t in zip(prompts, texts)) + "\n")
+    return texts
