@@ -15,8 +15,8 @@ import math
 import os
 from pathlib import Path
 
+import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from .errors import InputError
 
@@ -24,6 +24,34 @@ logger = logging.getLogger("hfpipe")
 
 # Files whose presence marks a folder as holding a finished run.
 _FINISHED_MARKERS = ("train_results.json", "eval_results.json")
+# Written last into checkpoint-N/: without it the checkpoint was cut off while saving.
+COMPLETE_MARKER = "hfpipe_checkpoint_complete"
+
+
+def last_complete_checkpoint(output_dir) -> str | None:
+    """The newest checkpoint-N/ whose save finished. Trainer writes checkpoints in place, so a
+    process killed while saving leaves a partial newest folder: it is skipped (and reported)."""
+    folders = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    for folder in reversed(folders):
+        if (folder / COMPLETE_MARKER).exists():
+            return str(folder)
+        logger.warning("%s was not saved completely (the run stopped while saving); skipping it", folder)
+    return None
+
+
+class CompleteCheckpointsMixin:
+    """Marks each checkpoint complete once every process has written its part, so resuming
+    never starts from a half-written one."""
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            (folder / COMPLETE_MARKER).write_text(f"{self.state.global_step}\n")
 
 
 def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
@@ -40,7 +68,7 @@ def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
         return out, resume
     if out.is_dir() and any(out.iterdir()) and not recipe.train.overwrite:
         finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
-        last = get_last_checkpoint(str(out))
+        last = last_complete_checkpoint(out)
         if finished and not resume:
             raise InputError(
                 f"{out}: holds a finished run ({finished[0]}); choose another --output-dir or pass "
@@ -123,7 +151,7 @@ class NonFiniteLossCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            last = get_last_checkpoint(args.output_dir)
+            last = last_complete_checkpoint(args.output_dir)
             where = f"; last good checkpoint: {last}" if last else "; no checkpoint was written before it"
             raise NonFiniteLossError(
                 f"training loss became {loss} at step {state.global_step}{where}. "
@@ -135,6 +163,9 @@ def training_arguments(recipe, do_eval: bool, args_class=TrainingArguments, **ex
     kwargs = {**recipe.train.to_training_arguments_kwargs(do_eval=do_eval), **extra}
     kwargs["logging_first_step"] = True
     kwargs["remove_unused_columns"] = False  # hfpipe's collators read columns the model does not take
+    if not torch.cuda.is_available():
+        # Under `accelerate launch --multi_gpu` on a CPU machine this makes the processes use gloo.
+        kwargs["use_cpu"] = True
     # Losses as in a single process when several run (environment.md: Trainer doubles them otherwise).
     if "average_tokens_across_devices" in TrainingArguments.__dataclass_fields__:
         kwargs["average_tokens_across_devices"] = False
@@ -146,6 +177,7 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
                   args_class=TrainingArguments, extra_args=None, **trainer_kwargs) -> tuple[Trainer, LossCurveCallback]:
     args = training_arguments(recipe, eval_dataset is not None, args_class, **(extra_args or {}))
     curve = LossCurveCallback(args.output_dir)
+    trainer_class = type(f"Hfpipe{trainer_class.__name__}", (CompleteCheckpointsMixin, trainer_class), {})
     trainer = trainer_class(
         model=model,
         args=args,
