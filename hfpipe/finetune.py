@@ -31,7 +31,7 @@ from .adapters import apply_peft, prepare_quantized, quantization_config, quanti
 from .errors import InputError
 from .metrics import load_metric
 from .tasks import glue, squad
-from .train import build_trainer, finish_run, prepare_output_dir, results_table, write_json
+from .train import build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name, write_json
 
 logger = logging.getLogger("hfpipe.finetune")
 
@@ -200,7 +200,7 @@ def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
     for name, dataset in evaluation.items():
         out = trainer.predict(dataset, metric_key_prefix="eval")
         suffix = "_mm" if name.endswith("mismatched") else ""
-        metrics.update({_metric_name(k) + suffix: v for k, v in out.metrics.items()})
+        metrics.update({standard_metric_name(k) + suffix: v for k, v in out.metrics.items()})
         predictions[name] = glue.predictions_from_logits(spec, out.predictions)
     return trainer, train_result, metrics, {"glue": (spec, predictions)}, tokenizer
 
@@ -249,7 +249,7 @@ def _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts):
     for name, dataset in evaluation.items():
         out = trainer.predict(dataset, metric_key_prefix="eval")
         suffix = "_mm" if name.endswith("mismatched") else ""
-        metrics.update({_metric_name(k) + suffix: v for k, v in out.metrics.items()})
+        metrics.update({standard_metric_name(k) + suffix: v for k, v in out.metrics.items()})
         generated = np.where(out.predictions < 0, tokenizer.pad_token_id, out.predictions)
         predictions[name] = np.array(glue.labels_from_texts(spec, tokenizer.batch_decode(
             generated, skip_special_tokens=True))[0])
@@ -290,11 +290,6 @@ def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
 
 
 # ---------------------------------------------------------------------------------------- driver
-def _metric_name(key: str) -> str:
-    """Trainer's eval_accuracy -> accuracy; eval_loss keeps its name (interface.md)."""
-    return key if key == "eval_loss" or not key.startswith("eval_") else key[len("eval_"):]
-
-
 def _write_predictions(output_dir, predictions: dict) -> None:
     if "squad" in predictions:
         write_json(output_dir / "eval_predictions.json", predictions["squad"])

@@ -200,6 +200,11 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def standard_metric_name(key: str) -> str:
+    """Trainer's eval_accuracy -> accuracy; eval_loss keeps its name (interface.md)."""
+    return key if key == "eval_loss" or not key.startswith("eval_") else key[len("eval_"):]
+
+
 def add_perplexity(metrics: dict, prefix: str = "eval_") -> dict:
     loss = metrics.get(f"{prefix}loss")
     if loss is not None:
@@ -224,6 +229,8 @@ def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: di
     print the results table; return the evaluation metrics."""
     trainer.save_model(str(output_dir))
     train_metrics = dict(train_result.metrics) if train_result is not None else {}
+    if eval_metrics is not None:
+        eval_metrics = {standard_metric_name(k): v for k, v in eval_metrics.items()}
     if trainer.is_world_process_zero():
         recipe.save_yaml(output_dir / "recipe.yaml")
         if train_metrics:

@@ -1,0 +1,181 @@
+"""``hfpipe icl RECIPE --model DIR [--shots K]``: zero- and few-shot in-context classification.
+
+No gradient steps. For each evaluation row, K labelled demonstrations drawn from the training
+split (seeded; balanced across labels if asked) are written into the prompt with the recipe's
+template, the query follows with its label left out, and every label word of the verbalizer
+is scored by the model's log-likelihood as the continuation: the most likely word wins
+(Brown et al. 2020; verbalizers as LM-BFF). Decoders score the continuation after the prompt;
+encoder-decoders score it as the decoder's output given the prompt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from .errors import InputError
+from .tasks import glue
+from .train import results_table, write_json
+
+logger = logging.getLogger("hfpipe.icl")
+
+
+def default_template(spec) -> str:
+    if len(spec.text_fields) == 1:
+        return "Sentence: {text}\nLabel: {label}"
+    return "{text_a}\nQuestion: {text_b}\nAnswer: {label}"
+
+
+def fill(template: str, row: dict, spec, label: str | None) -> str:
+    """One demonstration (label given) or the query (label None: the text before {label})."""
+    a, b = glue.encoder_inputs(row, spec)
+    values = {"text": a, "text_a": a, "text_b": b or ""}
+    if label is None:
+        return template.split("{label}")[0].format(**values)
+    return template.format(label=label, **values)
+
+
+def draw_demonstrations(train, k: int, balanced: bool, rng: random.Random, label_count: int) -> list[dict]:
+    """k training rows; balanced: round-robin over labels (shuffled), as even as k allows."""
+    if k == 0:
+        return []
+    if not balanced:
+        return [train[i] for i in rng.sample(range(len(train)), k)]
+    by_label = {}
+    for i, label in enumerate(train["label"]):
+        by_label.setdefault(label, []).append(i)
+    order = [label for label in range(label_count) if label in by_label]
+    rng.shuffle(order)
+    picks = [rng.choice(by_label[order[j % len(order)]]) for j in range(k)]
+    rng.shuffle(picks)
+    return [train[i] for i in picks]
+
+
+@torch.no_grad()
+def score_continuations(model, tokenizer, prompts: list[str], words: list[str], batch_size: int = 16) -> np.ndarray:
+    """Sum of token log-probabilities of each word after each prompt: (len(prompts), len(words)).
+
+    The prompt's trailing space joins the word (" great"), as a BPE tokenizer would see it
+    in running text; prompt and word are tokenized separately so the scored tokens are exactly
+    the word's.
+    """
+    pairs = []
+    for prompt in prompts:
+        stem, space = (prompt[:-1], " ") if prompt.endswith(" ") else (prompt, "")
+        stem_ids = tokenizer(stem, add_special_tokens=False)["input_ids"]
+        if tokenizer.bos_token_id is not None and not model.config.is_encoder_decoder:
+            stem_ids = [tokenizer.bos_token_id] + stem_ids
+        for word in words:
+            pairs.append((stem_ids, tokenizer(space + word, add_special_tokens=False)["input_ids"]))
+    scores = []
+    device = next(model.parameters()).device
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        scores += _score_chunk(model, tokenizer, chunk, device)
+    return np.array(scores, dtype=np.float64).reshape(len(prompts), len(words))
+
+
+def _score_chunk(model, tokenizer, chunk, device) -> list[float]:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if model.config.is_encoder_decoder:
+        sources = tokenizer.pad({"input_ids": [s + [tokenizer.eos_token_id] for s, _ in chunk]}, return_tensors="pt")
+        width = max(len(w) for _, w in chunk)
+        labels = torch.full((len(chunk), width), -100)
+        for i, (_, word) in enumerate(chunk):
+            labels[i, : len(word)] = torch.tensor(word)
+        logits = model(input_ids=sources["input_ids"].to(device), attention_mask=sources["attention_mask"].to(device),
+                       labels=labels.to(device)).logits
+        targets = labels.to(device)
+    else:
+        rows = [stem + word for stem, word in chunk]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad)
+        mask = torch.zeros_like(ids)
+        targets = torch.full_like(ids, -100)
+        for i, ((stem, word), row) in enumerate(zip(chunk, rows)):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+            targets[i, len(stem): len(row)] = torch.tensor(word)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
+        targets = targets[:, 1:].to(device)
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    chosen = targets != -100
+    token_scores = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * chosen
+    return token_scores.sum(-1).tolist()
+
+
+def context_length(model, recipe) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None) or recipe.task.max_seq_length
+    return min(limit, recipe.task.max_seq_length)
+
+
+def evaluate_shots(model, tokenizer, train, evaluation, spec, k: int, icl, max_length: int):
+    """Accuracy with k demonstrations; returns (metrics, predictions)."""
+    template = icl.template or default_template(spec)
+    verbalizer = icl.verbalizer or {name: name for name in spec.label_names}
+    words = [verbalizer[name] for name in spec.label_names]
+    rng = random.Random(f"{icl.seed}-{k}")
+    prompts, lengths, shortened = [], [], 0
+    budget = max_length - max(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words) - 1
+    for row in evaluation:
+        demos = draw_demonstrations(train, k, icl.balanced, rng, spec.num_labels)
+        parts = [fill(template, d, spec, verbalizer[spec.label_names[d["label"]]]) for d in demos]
+        query = fill(template, row, spec, None)
+        prompt = icl.separator.join([*parts, query])
+        while parts and len(tokenizer(prompt)["input_ids"]) > budget:
+            parts.pop(0)  # drop the oldest demonstration until the prompt fits the context
+            prompt = icl.separator.join([*parts, query])
+        shortened += len(parts) < len(demos)
+        prompts.append(prompt)
+        lengths.append(len(tokenizer(prompt)["input_ids"]))
+    if shortened:
+        logger.warning("%d-shot: %d of %d prompts exceeded the context of %d tokens and lost demonstrations",
+                       k, shortened, len(prompts), max_length)
+    scores = score_continuations(model, tokenizer, prompts, words)
+    predictions = scores.argmax(-1)
+    labels = np.array(evaluation["label"])
+    metrics = {
+        f"accuracy_{k}shot": float((predictions == labels).mean()),
+        f"prompt_tokens_{k}shot": float(np.mean(lengths)),
+        f"shortened_prompts_{k}shot": shortened,
+    }
+    return metrics, predictions
+
+
+def run_icl(recipe) -> dict:
+    from pathlib import Path
+
+    from .finetune import load_task_data, load_tokenizer_and_model
+
+    spec = glue.get_glue_task(recipe.task.name)
+    if spec.label_names is None:
+        raise InputError(f"task.name: {spec.name} has no label words; icl needs a classification task")
+    data = load_task_data(recipe, do_train=True)
+    evaluation = next(iter(data.evaluation.values()), None)
+    if evaluation is None or len(evaluation) == 0:
+        raise InputError(f"{spec.name}: no evaluation rows; pass --validation-file")
+    if recipe.icl.max_eval_samples:
+        evaluation = evaluation.select(range(min(recipe.icl.max_eval_samples, len(evaluation))))
+    auto_class = AutoModelForSeq2SeqLM if recipe.model.family == "seq2seq" else AutoModelForCausalLM
+    texts = lambda: (t for row in data.train for t in glue.encoder_inputs(row, spec) if t)  # noqa: E731
+    tokenizer, model = load_tokenizer_and_model(recipe, auto_class, texts)
+    model.eval()
+    max_length = context_length(model, recipe)
+    output_dir = Path(recipe.train.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {}
+    for k in recipe.icl.shots:
+        shot_metrics, predictions = evaluate_shots(model, tokenizer, data.train, evaluation, spec, k, recipe.icl,
+                                                   max_length)
+        metrics.update(shot_metrics)
+        glue.write_predictions_jsonl(output_dir / f"eval_predictions_{k}shot.jsonl", predictions, spec)
+        logger.info("%d-shot accuracy %.4f", k, shot_metrics[f"accuracy_{k}shot"])
+    recipe.save_yaml(output_dir / "recipe.yaml")
+    write_json(output_dir / "eval_results.json", metrics)
+    print("\n" + results_table(f"In-context {spec.name}: {recipe.model.name_or_path or 'tiny model'}", metrics) + "\n")
+    return metrics

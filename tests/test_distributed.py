@@ -1,0 +1,54 @@
+"""One process and two CPU processes (gloo) with the same global batch train the same model."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"
+NO_DROPOUT = "model.config={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"
+
+
+def run(command, out):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = json.loads((out / "loss_history.json").read_text())["train"]
+    return losses, load_file(out / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    common = ["pretrain", str(RECIPE), "--smoke", "--max-steps", "6", "--set", NO_DROPOUT,
+              "--set", "train.logging_steps=1", "--set", "train.save_steps=3"]
+    one = tmp_path / "one"
+    losses_one, weights_one = run([sys.executable, "-m", "hfpipe", *common, "--output-dir", str(one),
+                                   "--set", "train.per_device_train_batch_size=8"], one)
+    two = tmp_path / "two"
+    losses_two, weights_two = run([accelerate, "launch", "--config_file", str(ROOT / "accelerate_configs" / "cpu-2proc.yaml"),
+                                   "-m", "hfpipe", *common, "--output-dir", str(two),
+                                   "--set", "train.per_device_train_batch_size=4"], two)
+    state = json.loads((two / "trainer_state.json").read_text())
+    assert state["train_batch_size"] == 4  # per device: two processes made up the global batch of 8
+    assert [s for s, _ in losses_one] == [s for s, _ in losses_two]
+    for (_, a), (_, b) in zip(losses_one, losses_two):
+        assert a == pytest.approx(b, abs=2e-4)
+    assert weights_one.keys() == weights_two.keys()
+    for name in weights_one:
+        torch.testing.assert_close(weights_one[name], weights_two[name], atol=2e-5, rtol=1e-4)
+    # the two-process checkpoint resumes in one process
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two / "checkpoint-3", resumed / "checkpoint-3")
+    losses_resumed, weights_resumed = run([sys.executable, "-m", "hfpipe", *common, "--output-dir", str(resumed),
+                                           "--set", "train.per_device_train_batch_size=8",
+                                           "--set", "train.resume=true"], resumed)
+    for name in weights_one:
+        torch.testing.assert_close(weights_one[name], weights_resumed[name], atol=2e-5, rtol=1e-4)
