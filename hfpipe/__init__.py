@@ -17,6 +17,7 @@ _LAZY = {
     "DataCollatorForSpanCorruption": "hfpipe.data.span_corruption",
     "DataCollatorForBertPretraining": "hfpipe.data.collators",
     "DataCollatorForPrefixLM": "hfpipe.data.collators",
+    "DataCollatorForCausalLM": "hfpipe.data.collators",
     "train_tokenizer": "hfpipe.tokenization",
     "load_recipe": "hfpipe.recipes",
     "InputError": "hfpipe.errors",

@@ -24,6 +24,7 @@ from transformers import (
     DataCollatorWithPadding,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
+    set_seed,
 )
 
 from . import models
@@ -109,10 +110,10 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
             **quantized_load_kwargs(recipe.quantization), **model_kwargs,
         )
     else:
-        from .tokenization import train_tokenizer
+        from .pretrain import check_config_keys, train_shared_tokenizer
 
-        tokenizer = train_tokenizer(texts(), family=family, vocab_size=recipe.tokenizer.vocab_size or 2000,
-                                    min_frequency=recipe.tokenizer.min_frequency, lowercase=recipe.tokenizer.lowercase)
+        check_config_keys(recipe)
+        tokenizer = train_shared_tokenizer(recipe, texts(), Path(recipe.train.output_dir) / "tokenizer")
         overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                      "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                      **recipe.model.config, **model_kwargs}
@@ -309,6 +310,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
 
         output_dir, resume_from = Path(recipe.train.output_dir), None
         output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     data = load_task_data(recipe, do_train)
     runner = run_squad if recipe.task.name in SQUAD_TASKS else run_glue
     trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -21,6 +23,7 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
+    set_seed,
 )
 
 from . import models
@@ -51,25 +54,45 @@ class Examples:
     preprocess_logits_for_metrics: Callable | None = None
 
 
-def load_tokenizer(recipe, texts):
-    """The recipe's tokenizer, the starting checkpoint's, or one trained on ``texts``."""
+def load_tokenizer(recipe, texts, output_dir=None):
+    """The recipe's tokenizer, the starting checkpoint's, or one trained on ``texts``.
+
+    Under several processes only the main one trains (into ``output_dir/tokenizer``); the
+    others load its result, so every rank maps text to the same ids.
+    """
     source = recipe.tokenizer.name_or_path or recipe.model.name_or_path
     if source:
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(source)
         return AutoTokenizer.from_pretrained(name, revision=revision)
+    folder = Path(output_dir or recipe.train.output_dir) / "tokenizer"
+    if recipe.train.resume and (folder / "tokenizer_config.json").is_file():
+        # A resumed run must see the very ids it was trained with: reuse, never retrain.
+        return AutoTokenizer.from_pretrained(folder)
+    return train_shared_tokenizer(recipe, texts, folder)
+
+
+def train_shared_tokenizer(recipe, texts, folder: Path):
+    from accelerate import PartialState
+
     from .tokenization import train_tokenizer
 
-    default_vocab = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}[recipe.model.family]
-    logger.info("training a %s tokenizer on the training text", recipe.model.family)
-    return train_tokenizer(
-        texts,
-        family=recipe.model.family,
-        vocab_size=recipe.tokenizer.vocab_size or default_vocab,
-        min_frequency=recipe.tokenizer.min_frequency,
-        lowercase=recipe.tokenizer.lowercase,
-    )
+    state = PartialState()
+    with state.main_process_first():
+        if not state.is_main_process:
+            return AutoTokenizer.from_pretrained(folder)
+        default_vocab = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}[recipe.model.family]
+        logger.info("training a %s tokenizer on the training text", recipe.model.family)
+        tokenizer = train_tokenizer(
+            texts,
+            family=recipe.model.family,
+            vocab_size=recipe.tokenizer.vocab_size or default_vocab,
+            min_frequency=recipe.tokenizer.min_frequency,
+            lowercase=recipe.tokenizer.lowercase,
+        )
+        tokenizer.save_pretrained(folder)
+        return tokenizer
 
 
 def build_model(recipe, tokenizer, positions_needed: int):
@@ -85,6 +108,7 @@ def build_model(recipe, tokenizer, positions_needed: int):
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
         }
+        check_config_keys(recipe)
         overrides = {"vocab_size": len(tokenizer), **special, **recipe.model.config}
         if recipe.model.family != "seq2seq":
             overrides.setdefault("max_position_embeddings", max(positions_needed, 128))
@@ -99,6 +123,23 @@ def build_model(recipe, tokenizer, positions_needed: int):
             "use the model's own tokenizer or set tokenizer.name_or_path"
         )
     return model
+
+
+def check_config_keys(recipe) -> None:
+    """model.config overrides must name fields of the family's config (no silent typos)."""
+    import difflib
+
+    config_class = models.CONFIG_CLASSES[recipe.model.family]
+    known = set()
+    for cls in config_class.__mro__:
+        if "__init__" in cls.__dict__:
+            known |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    known |= {"num_labels", "id2label", "label2id", "problem_type"}
+    for key in recipe.model.config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InputError(f"model.config: unknown {recipe.model.family} config field {key!r}{hint}")
 
 
 def token_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -214,8 +255,11 @@ def masked_lm(recipe, corpus, tokenizer) -> Examples:
 
 
 def causal_lm(recipe, corpus, tokenizer) -> Examples:
+    from .data.collators import DataCollatorForCausalLM
+
     splits = _packed(recipe, corpus, tokenizer, recipe.objective.max_seq_length, tokenizer.eos_token_id)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    # not transformers' collator: with pad = EOS (GPT-2 style) it would drop every EOS label
+    collator = DataCollatorForCausalLM(tokenizer)
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(True), _argmax)
 
 
@@ -279,8 +323,9 @@ def load_corpus(recipe):
 def run_pretraining(recipe) -> dict:
     """Pretrain as the recipe says; returns the final evaluation metrics."""
     output_dir, resume_from = prepare_output_dir(recipe)
+    set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     corpus = load_corpus(recipe)
-    tokenizer = load_tokenizer(recipe, (text for text in corpus["train"][recipe.data.text_column]))
+    tokenizer = load_tokenizer(recipe, (text for text in corpus["train"][recipe.data.text_column]), output_dir)
     examples = OBJECTIVES[recipe.objective.name](recipe, corpus, tokenizer)
     model = build_model(recipe, tokenizer, recipe.objective.max_seq_length)
     n_params = sum(p.numel() for p in model.parameters())

@@ -24,11 +24,26 @@ def run(command, out):
     return losses, load_file(out / "model.safetensors")
 
 
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    """One tokenizer for every run, so that only the process layout differs."""
+    from hfpipe.data.corpus import embedded_corpus
+
+    folder = tmp_path_factory.mktemp("tok")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n\n".join(embedded_corpus()[:2000]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "hfpipe", "tokenizer", "train", "--family", "decoder", "--vocab-size", "2000",
+                    "--out", str(folder / "tokenizer"), str(corpus)], check=True, env=env, capture_output=True)
+    return folder / "tokenizer"
+
+
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_resume_in_one(tmp_path):
+def test_two_processes_match_one_process_and_resume_in_one(tmp_path, tokenizer_dir):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
     common = ["pretrain", str(RECIPE), "--smoke", "--max-steps", "6", "--set", NO_DROPOUT,
-              "--set", "train.logging_steps=1", "--set", "train.save_steps=3"]
+              "--set", "train.logging_steps=1", "--set", "train.save_steps=3",
+              "--set", f"tokenizer.name_or_path={tokenizer_dir}"]
     one = tmp_path / "one"
     losses_one, weights_one = run([sys.executable, "-m", "hfpipe", *common, "--output-dir", str(one),
                                    "--set", "train.per_device_train_batch_size=8"], one)

@@ -1,0 +1,249 @@
+"""Every pretraining objective's data collator, importable from one place.
+
+| objective                  | collator                              | examples it takes                     |
+|----------------------------|---------------------------------------|---------------------------------------|
+| BERT MLM (80/10/10) + NSP  | :class:`DataCollatorForBertPretraining` | pairs from :mod:`hfpipe.data.nsp`     |
+| RoBERTa MLM (no NSP)       | :class:`DataCollatorForBertPretraining` | packed blocks (no next_sentence_label) |
+| GPT causal LM              | :class:`DataCollatorForCausalLM`      | packed blocks (:mod:`hfpipe.data.packing`) |
+| T5 span corruption         | :class:`DataCollatorForSpanCorruption` | blocks of ``span_corruption_lengths(...)[0]`` |
+| T5 prefix LM               | :class:`DataCollatorForPrefixLM`      | packed blocks                         |
+
+All return int64 torch tensors and ``labels`` with -100 where no loss is taken, as
+transformers' Trainer and models expect. Masking reuses transformers'
+``DataCollatorForLanguageModeling``; span corruption, NSP pairs and prefix LM have no
+transformers counterpart and are written here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import DataCollatorForLanguageModeling
+from transformers.data.data_collator import pad_without_fast_tokenizer_warning
+
+from hfpipe.data.span_corruption import (
+    DataCollatorForSpanCorruption,
+    shift_right,
+    span_corruption_lengths,
+    worker_seed,
+)
+from hfpipe.errors import InputError
+
+__all__ = [
+    "DataCollatorForBertPretraining",
+    "DataCollatorForCausalLM",
+    "DataCollatorForPrefixLM",
+    "DataCollatorForSpanCorruption",
+    "span_corruption_lengths",
+]
+
+
+def _input_ids(examples: Sequence[Mapping[str, Any] | Sequence[int]], collator: str) -> list[Sequence[int]]:
+    rows = []
+    for i, example in enumerate(examples):
+        row = example.get("input_ids") if isinstance(example, Mapping) else example
+        if row is None:
+            raise InputError(f"{collator}: example {i} has no 'input_ids' (keys: {sorted(example)})")
+        rows.append(row)
+    return rows
+
+
+def _word_continuation_table(tokenizer: Any) -> torch.Tensor:
+    """bool (len(tokenizer),): True where a vocabulary token continues the previous token's word.
+
+    transformers' whole-word masking reads word boundaries from offset mappings, which
+    pre-tokenized ids no longer have; the vocabulary's own markers give them back for the
+    usual fast tokenizers: WordPiece ``##`` pieces continue a word; with ByteLevel (``Ġ``) or
+    Metaspace (``▁``) pre-tokenizers, a token without the marker does.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise InputError(f"whole_word_mask needs a fast tokenizer, got {type(tokenizer).__name__}")
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    prefix = getattr(backend.model, "continuing_subword_prefix", None)
+    if prefix:
+        return torch.tensor([tok is not None and tok.startswith(prefix) for tok in tokens])
+    pre_tokenizer = repr(backend.pre_tokenizer)
+    marker = "Ġ" if "ByteLevel" in pre_tokenizer else "▁" if "Metaspace" in pre_tokenizer else None
+    if marker is None:
+        raise InputError(
+            f"whole_word_mask: cannot tell word pieces apart in {type(tokenizer).__name__} (needs a WordPiece "
+            f"continuing_subword_prefix, or a ByteLevel or Metaspace pre-tokenizer; got {pre_tokenizer})"
+        )
+    return torch.tensor([tok is not None and not tok.startswith(marker) for tok in tokens])
+
+
+@dataclasses.dataclass
+class DataCollatorForBertPretraining:
+    """BERT masked LM (+ NSP/SOP labels) on [CLS] A [SEP] B [SEP] pairs, or MLM alone on blocks.
+
+    Takes examples with ``input_ids`` and optionally ``token_type_ids`` and
+    ``next_sentence_label`` (see :mod:`hfpipe.data.nsp`); returns (B, T) ``input_ids``,
+    ``attention_mask``, ``token_type_ids``, ``labels`` (-100 where not predicted) and (B,)
+    ``next_sentence_label`` when the examples carry it. T is the longest example, rounded up
+    to ``pad_to_multiple_of``.
+
+    Masking is transformers' ``DataCollatorForLanguageModeling.torch_mask_tokens``: each
+    maskable token is chosen with ``mlm_probability``; of those, ``mask_replace_prob`` become
+    [MASK], ``random_replace_prob`` a random vocabulary id, the rest stay. Special tokens and
+    padding are never chosen (their mask is computed here with one vectorised ``isin``, not
+    row by row). ``whole_word_mask`` uses transformers' whole-word masking, which masks every
+    token of a chosen word with [MASK] (transformers supports no random replacement there).
+    ``seed`` as transformers: a private generator, else torch's global RNG.
+    """
+
+    tokenizer: Any
+    mlm_probability: float = 0.15
+    mask_replace_prob: float = 0.8
+    random_replace_prob: float = 0.1
+    whole_word_mask: bool = False
+    pad_to_multiple_of: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            self._mlm = DataCollatorForLanguageModeling(
+                self.tokenizer,
+                mlm=True,
+                whole_word_mask=self.whole_word_mask,
+                mlm_probability=self.mlm_probability,
+                mask_replace_prob=self.mask_replace_prob,
+                random_replace_prob=self.random_replace_prob,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                seed=self.seed,
+            )
+        except ValueError as error:
+            raise InputError(f"DataCollatorForBertPretraining: {error}") from None
+        self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
+        self._continues_word = _word_continuation_table(self.tokenizer) if self.whole_word_mask else None
+
+    def _word_offsets(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Synthetic (B, T, 2) offsets whose gaps mark word starts, for transformers' whole-word masking:
+        token t spans [2t - continues, 2t + 1), so a continuation starts where the previous token ends."""
+        positions = 2 * torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        continues = self._continues_word[input_ids.clamp(0, len(self._continues_word) - 1)].long()
+        return torch.stack([positions - continues, positions + 1], dim=-1)
+
+    def __call__(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> dict[str, torch.Tensor]:
+        rows = _input_ids(examples, "DataCollatorForBertPretraining")
+        features = [{"input_ids": list(row)} for row in rows]
+        for key in ("token_type_ids", "next_sentence_label"):
+            if all(isinstance(example, Mapping) and key in example for example in examples):
+                for feature, example in zip(features, examples):
+                    feature[key] = example[key]
+        batch = dict(
+            pad_without_fast_tokenizer_warning(
+                self.tokenizer, features, return_tensors="pt", return_attention_mask=True,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+            )
+        )
+        input_ids = batch["input_ids"].long()
+        batch.setdefault("token_type_ids", torch.zeros_like(input_ids))
+        special_tokens_mask = torch.isin(input_ids, self._special_ids) | (batch["attention_mask"] == 0)
+        offsets = self._word_offsets(input_ids) if self.whole_word_mask else None
+        if self.seed is not None and self._mlm.generator is None:
+            self._mlm.create_rng()  # transformers does this in torch_call, which we bypass
+        batch["input_ids"], batch["labels"] = self._mlm.torch_mask_tokens(
+            input_ids, special_tokens_mask=special_tokens_mask, offset_mapping=offsets
+        )
+        return batch
+
+
+@dataclasses.dataclass
+class DataCollatorForCausalLM(DataCollatorForLanguageModeling):
+    """transformers' causal-LM collator (``mlm=False``), with labels masked by ``attention_mask``.
+
+    transformers sets labels to -100 wherever ``input_ids == pad_token_id``; with the common
+    GPT-2 set-up ``pad_token = eos_token`` that also erases every real EOS, and the model
+    never learns to end a document. Here only padding positions get -100. Labels equal
+    ``input_ids`` otherwise: the model shifts them by one.
+    """
+
+    mlm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mlm:
+            raise InputError("DataCollatorForCausalLM is for causal LM; use DataCollatorForBertPretraining for MLM")
+        super().__post_init__()
+
+    def torch_call(self, examples: list[Any]) -> dict[str, Any]:
+        rows = _input_ids(examples, "DataCollatorForCausalLM")
+        batch = dict(
+            pad_without_fast_tokenizer_warning(
+                self.tokenizer, [{"input_ids": list(row)} for row in rows],
+                return_tensors="pt", return_attention_mask=True, pad_to_multiple_of=self.pad_to_multiple_of,
+            )
+        )
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        return batch
+
+
+@dataclasses.dataclass
+class DataCollatorForPrefixLM:
+    """T5's prefix LM for encoder-decoders: each block is split at a uniformly random point.
+
+    As T5's ``random_prefix_noise_mask``, a block of n tokens is cut after s tokens, s uniform
+    in [1, n - 1]; returns
+
+    - ``input_ids`` (B, S), ``attention_mask``: the prefix + EOS, right-padded; S = max s + 1
+    - ``labels`` (B, U): the rest + EOS, -100 on padding; U = max (n - s) + 1
+    - ``decoder_input_ids`` (B, U): labels shifted right behind ``decoder_start_token_id``
+      (default: the pad id, as T5), padding as pad.
+
+    Widths are rounded up to ``pad_to_multiple_of``. Randomness: a private torch generator
+    from ``seed`` (offset by the DataLoader worker id), else torch's global RNG.
+    """
+
+    tokenizer: Any
+    decoder_start_token_id: int | None = None
+    pad_to_multiple_of: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("eos_token_id", "pad_token_id"):
+            if getattr(self.tokenizer, name) is None:
+                raise InputError(f"tokenizer {type(self.tokenizer).__name__} has no {name}: prefix LM needs one")
+        if self.decoder_start_token_id is None:
+            self.decoder_start_token_id = self.tokenizer.pad_token_id
+        self._generator: torch.Generator | None = None
+
+    def _round_up(self, width: int) -> int:
+        multiple = self.pad_to_multiple_of or 1
+        return -(-width // multiple) * multiple
+
+    def __call__(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> dict[str, torch.Tensor]:
+        rows = _input_ids(examples, "DataCollatorForPrefixLM")
+        lengths = torch.tensor([len(row) for row in rows])
+        if (lengths < 2).any():
+            i = int(torch.nonzero(lengths < 2)[0])
+            raise InputError(f"prefix LM example {i}: needs at least 2 tokens to split, got {int(lengths[i])}")
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)  # (B, T)
+        for i, row in enumerate(rows):
+            tokens[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        if self.seed is not None and self._generator is None:
+            self._generator = torch.Generator().manual_seed(worker_seed(self.seed))
+        split = 1 + (torch.rand(len(rows), generator=self._generator) * (lengths - 1)).long()  # (B,) in [1, n-1]
+
+        positions = torch.arange(self._round_up(int(split.max()) + 1))  # (S,)
+        input_ids = torch.full((len(rows), len(positions)), pad, dtype=torch.long)
+        width = min(len(positions), tokens.shape[1])
+        prefix = positions[:width] < split[:, None]
+        input_ids[:, :width] = torch.where(prefix, tokens[:, :width], pad)
+        input_ids[positions == split[:, None]] = eos
+        attention_mask = (positions <= split[:, None]).long()
+
+        target_lengths = lengths - split  # (B,)
+        steps = torch.arange(self._round_up(int(target_lengths.max()) + 1))  # (U,)
+        source = (split[:, None] + steps).clamp(max=tokens.shape[1] - 1)
+        labels = torch.where(steps < target_lengths[:, None], tokens.gather(1, source), -100)
+        labels[steps == target_lengths[:, None]] = eos
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "decoder_input_ids": shift_right(labels, self.decoder_start_token_id, pad),
+        }

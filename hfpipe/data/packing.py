@@ -1,0 +1,130 @@
+"""Pack tokenized documents into fixed-length blocks (``Dataset.map(batched=True)``).
+
+transformers' ``run_clm`` example (``group_texts``) concatenates a map batch and silently
+drops the remainder that does not fill a whole block. hfpipe keeps that layout, because
+fixed-length blocks are what span corruption (exactly ``raw_tokens_length`` tokens) and
+full-sentence MLM/CLM packing need, but it never drops silently:
+
+- :func:`pack_sequences` (the map function) drops the remainder of each map batch by default
+  and logs the count at DEBUG; with ``drop_remainder=False`` it keeps the remainder as a
+  shorter last block instead (collators with dynamic padding pad it; span corruption will
+  reject it with an InputError naming the length).
+- :func:`pack_dataset` runs the map over a whole ``datasets.Dataset`` and returns exact
+  totals (:class:`PackingStats`), logging a warning with the number of dropped tokens.
+
+The loss is at most ``block_size - 1`` tokens per map batch: with 1000 documents per batch
+and blocks of 512, well under 1% of a typical corpus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hfpipe.errors import InputError
+
+__all__ = ["PackingStats", "pack_dataset", "pack_sequences"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_block_size(block_size: int) -> None:
+    if not isinstance(block_size, int) or block_size < 1:
+        raise InputError(f"block_size: expected a positive integer, got {block_size!r}")
+
+
+def pack_sequences(
+    batch: Mapping[str, Sequence[Sequence[int]]],
+    block_size: int,
+    eos_token_id: int | None = None,
+    column: str = "input_ids",
+    drop_remainder: bool = True,
+) -> dict[str, Any]:
+    """Concatenate the batch's documents (each followed by ``eos_token_id`` when given) and cut blocks.
+
+    Returns ``{column: blocks}``: an int64 array (num_blocks, block_size), or, when
+    ``drop_remainder=False`` and a remainder exists, a list of rows whose last one is shorter.
+    Other columns are not carried (their rows no longer line up with documents): pass
+    ``remove_columns=dataset.column_names`` to ``map``.
+    """
+    _check_block_size(block_size)
+    if column not in batch:
+        raise InputError(f"packing: the dataset has no column {column!r} (columns: {sorted(batch)})")
+    documents = batch[column]
+    eos = [] if eos_token_id is None else [eos_token_id]
+    num_tokens = sum(len(document) for document in documents) + len(eos) * len(documents)
+    stream = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain(document, eos) for document in documents),
+        dtype=np.int64,
+        count=num_tokens,
+    )
+    num_blocks, remainder = divmod(num_tokens, block_size)
+    blocks = stream[: num_blocks * block_size].reshape(num_blocks, block_size)
+    if remainder and not drop_remainder:
+        return {column: [*blocks, stream[num_blocks * block_size :]]}
+    if remainder:
+        logger.debug("packing: dropped the last %d of %d tokens of a map batch", remainder, num_tokens)
+    return {column: blocks}
+
+
+@dataclasses.dataclass(frozen=True)
+class PackingStats:
+    """Totals of one :func:`pack_dataset` call; token counts include the EOS separators."""
+
+    num_documents: int
+    num_tokens: int
+    num_blocks: int
+    num_dropped_tokens: int
+
+    @property
+    def dropped_fraction(self) -> float:
+        return self.num_dropped_tokens / self.num_tokens if self.num_tokens else 0.0
+
+
+def pack_dataset(
+    dataset: Any,
+    block_size: int,
+    eos_token_id: int | None = None,
+    column: str = "input_ids",
+    drop_remainder: bool = True,
+    **map_kwargs: Any,
+) -> tuple[Any, PackingStats]:
+    """Pack a ``datasets.Dataset`` with :func:`pack_sequences`; returns (blocks dataset, stats).
+
+    ``map_kwargs`` go to ``Dataset.map`` (``batch_size``, ``num_proc``, ``desc``, ...). The
+    dropped-token count is exact: input tokens are counted with Arrow, output tokens from
+    the blocks.
+    """
+    import pyarrow.compute as pc
+
+    _check_block_size(block_size)
+    if column not in dataset.column_names:
+        raise InputError(f"packing: the dataset has no column {column!r} (columns: {dataset.column_names})")
+    packed = dataset.map(
+        pack_sequences,
+        batched=True,
+        remove_columns=dataset.column_names,
+        fn_kwargs={"block_size": block_size, "eos_token_id": eos_token_id, "column": column,
+                   "drop_remainder": drop_remainder},
+        **map_kwargs,
+    )
+    lengths_in = pc.list_value_length(dataset.with_format("arrow")[column])
+    lengths_out = pc.list_value_length(packed.with_format("arrow")[column])
+    num_tokens = int(pc.sum(lengths_in).as_py() or 0) + (0 if eos_token_id is None else len(dataset))
+    stats = PackingStats(
+        num_documents=len(dataset),
+        num_tokens=num_tokens,
+        num_blocks=len(packed),
+        num_dropped_tokens=num_tokens - int(pc.sum(lengths_out).as_py() or 0),
+    )
+    if stats.num_dropped_tokens:
+        logger.warning(
+            "packing into blocks of %d dropped %d of %d tokens (%.3f%%): the remainder of each map batch",
+            block_size, stats.num_dropped_tokens, stats.num_tokens, 100 * stats.dropped_fraction,
+        )
+    return packed, stats
