@@ -283,10 +283,16 @@ def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
         null_score_diff_threshold=task.null_score_diff_threshold,
     )
     metric = load_metric("squad_v2" if version_2 else "squad")
-    formatted = [{"id": k, "prediction_text": v, **({"no_answer_probability": 0.0} if version_2 else {})}
-                 for k, v in predictions.items()]
-    references = [{"id": row["id"], "answers": row["answers"]} for row in examples]
-    metrics = metric.compute(predictions=formatted, references=references)
+    references = [{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])]
+    if version_2:
+        # null_odds with the same threshold as the predictions: exact/f1 agree with the
+        # predictions file, and best_exact/best_f1 show the threshold worth using.
+        formatted = [{"id": k, "prediction_text": v, "no_answer_probability": null_odds[k]} for k, v in predictions.items()]
+        metrics = metric.compute(predictions=formatted, references=references,
+                                 no_answer_threshold=task.null_score_diff_threshold)
+    else:
+        formatted = [{"id": k, "prediction_text": v} for k, v in predictions.items()]
+        metrics = metric.compute(predictions=formatted, references=references)
     return trainer, train_result, metrics, {"squad": predictions}, tokenizer
 
 

@@ -16,7 +16,7 @@ import random
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, set_seed
 
 from .errors import InputError
 from .tasks import glue
@@ -152,6 +152,7 @@ def run_icl(recipe) -> dict:
 
     from .finetune import load_task_data, load_tokenizer_and_model
 
+    set_seed(recipe.train.seed)
     spec = glue.get_glue_task(recipe.task.name)
     if spec.label_names is None:
         raise InputError(f"task.name: {spec.name} has no label words; icl needs a classification task")
