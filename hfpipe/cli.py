@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"hfpipe: error: {error}", file=sys.stderr)
         return InputError.exit_code
+    except Exception as error:  # a diverged run gets one line, not a traceback
+        if type(error).__name__ != "NonFiniteLossError":
+            raise
+        print(f"hfpipe: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hfpipe: interrupted", file=sys.stderr)
         return 130

@@ -110,3 +110,41 @@ def test_glue_smoke_runs_for_every_family_on_embedded_data(tmp_path, family):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / family / "eval_results.json").read_text())
     assert 0 <= metrics["accuracy"] <= 1
+
+
+def _write_squad(path, articles, version="1.1"):
+    path.write_text(json.dumps({"version": version, "data": articles}))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe, source", [("squad-v1.yaml", "squad-v1.1-dev-half.json"),
+                                            ("squad-v2.yaml", "squad-v2.0-dev-quarter.json")])
+def test_squad_finetune_reports_the_official_score_of_its_predictions(tmp_path, shared_data, recipe, source):
+    from hfpipe.metrics import load_metric
+    from hfpipe.tasks.squad import load_squad
+
+    full = json.loads((shared_data / "squad" / source).read_text())
+    version = full.get("version", "1.1")
+    train = _write_squad(tmp_path / "train.json", full["data"][:-1], version)  # split by article
+    held_out = _write_squad(tmp_path / "eval.json", full["data"][-1:], version)
+    out = tmp_path / "out"
+    result = hfpipe("finetune", RECIPES / "finetune" / recipe, "--smoke", "--train-file", train,
+                    "--validation-file", held_out, "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reported = json.loads((out / "eval_results.json").read_text())
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    examples = load_squad(str(held_out), version)
+    examples = examples.select(range(min(64, len(examples))))  # --smoke evaluates the first 64 questions
+    assert set(predictions) == set(examples["id"])
+    references = [{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])]
+    if version == "2.0":
+        rescored = load_metric("squad_v2").compute(
+            predictions=[{"id": k, "prediction_text": v, "no_answer_probability": float(v == "")}
+                         for k, v in predictions.items()], references=references, no_answer_threshold=0.5)
+        assert reported["exact"] == pytest.approx(rescored["exact"]) and reported["f1"] == pytest.approx(rescored["f1"])
+    else:
+        rescored = load_metric("squad").compute(
+            predictions=[{"id": k, "prediction_text": v} for k, v in predictions.items()], references=references)
+        assert reported["exact_match"] == pytest.approx(rescored["exact_match"])
+        assert reported["f1"] == pytest.approx(rescored["f1"])

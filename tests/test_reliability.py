@@ -1,0 +1,169 @@
+"""Bad input gets one line and exit 2; crashes lose nothing; resuming gives the same model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hfpipe.cli import main
+from hfpipe.train import COMPLETE_MARKER, last_complete_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+def cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def one_error_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hfpipe: error:")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "empty"),
+        ("sentence\tlabel\nfine film\t7\n", "7"),
+        ("text\tlabel\nfine film\t1\n", "sentence"),
+    ],
+    ids=["empty-file", "label-outside-set", "missing-column"],
+)
+def test_bad_glue_files_exit_2_naming_the_problem(tmp_path, capsys, content, expected):
+    bad = tmp_path / "train.tsv"
+    bad.write_text(content)
+    good_dev = tmp_path / "dev.tsv"
+    good_dev.write_text("sentence\tlabel\nfine film\t1\nbad film\t0\n")
+    code, err = cli(capsys, "finetune", RECIPES / "finetune" / "glue-sst2.yaml", "--smoke", "--train-file", bad,
+                    "--validation-file", good_dev, "--output-dir", tmp_path / "out")
+    assert code == 2
+    line = one_error_line(err)
+    assert "train.tsv" in line and expected in line
+
+
+def test_non_utf8_text_names_file_and_byte_offset(tmp_path, capsys):
+    bad = tmp_path / "corpus.txt"
+    bad.write_bytes(b"good text here\n" * 3 + b"caf\xe9 au lait\n")
+    code, err = cli(capsys, "pretrain", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--train-file", bad,
+                    "--output-dir", tmp_path / "out")
+    assert code == 2
+    line = one_error_line(err)
+    assert "corpus.txt" in line and "48" in line  # 3 * 15 bytes + "caf"
+
+
+def test_checkpoint_without_config_exits_2(tmp_path, capsys):
+    empty = tmp_path / "ckpt"
+    empty.mkdir()
+    code, err = cli(capsys, "convert", empty, tmp_path / "dst")
+    assert code == 2
+    assert "config.json" in one_error_line(err)
+
+
+def test_hub_id_while_offline_is_one_line_and_fast(tmp_path, capsys):
+    started = time.time()
+    code, err = cli(capsys, "generate", "no-such-org/no-such-model", "--prompt", "hi")
+    assert code == 2 and time.time() - started < 10
+    assert "no-such-org/no-such-model" in one_error_line(err)
+
+
+def test_unknown_model_config_field_is_named(tmp_path, capsys):
+    code, err = cli(capsys, "pretrain", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--set",
+                    "model.config={hidden_sise: 64}", "--output-dir", tmp_path / "out")
+    assert code == 2
+    line = one_error_line(err)
+    assert "hidden_sise" in line and "hidden_size" in line
+
+
+def test_last_complete_checkpoint_skips_a_half_written_one(tmp_path):
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / COMPLETE_MARKER).write_text(str(step))
+    (tmp_path / "checkpoint-6").mkdir()  # killed while saving: no marker
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+
+
+def _env():
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _pretrain_args(recipe, out, steps, *extra):
+    return [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPES / "pretrain" / recipe), "--smoke",
+            "--max-steps", str(steps), "--output-dir", str(out), "--set", "train.save_steps=3",
+            "--set", "train.save_total_limit=5", *extra]
+
+
+def _kill_when(path_predicate, process, timeout=600):
+    started = time.time()
+    while time.time() - started < timeout:
+        if path_predicate():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("condition never met")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["bert-mlm-nsp.yaml", "gpt-clm.yaml", "t5-span-corruption.yaml"])
+def test_resume_after_sigkill_gives_bitwise_identical_weights(tmp_path, recipe):
+    straight = tmp_path / "straight"
+    subprocess.run(_pretrain_args(recipe, straight, 9), check=True, env=_env(), capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_pretrain_args(recipe, killed, 9), env=_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    assert _kill_when(lambda: (killed / "checkpoint-3" / COMPLETE_MARKER).exists(), process)
+    assert not (killed / "train_results.json").exists()
+    resumed = subprocess.run(_pretrain_args(recipe, killed, 9, "--set", "train.resume=true"), env=_env(),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.slow
+def test_sigkill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(_pretrain_args("gpt-clm.yaml", out, 30, "--set", "train.save_steps=2"), env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the moment checkpoint-4/ appears, its save is under way
+    assert _kill_when(lambda: (out / "checkpoint-4").exists() and (out / "checkpoint-2" / COMPLETE_MARKER).exists(),
+                      process)
+    last = last_complete_checkpoint(out)
+    assert last is not None and Path(last).name in ("checkpoint-2", "checkpoint-4")
+    AutoModelForCausalLM.from_pretrained(last)  # complete and loadable
+    resumed = subprocess.run(_pretrain_args("gpt-clm.yaml", out, 6, "--set", "train.save_steps=2",
+                                            "--set", "train.resume=true"), env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        _pretrain_args("gpt-clm.yaml", out, 30, "--set", "train.save_steps=2", "--set", "train.logging_steps=1",
+                       "--set", "train.learning_rate=1.0e+6", "--set", "train.max_grad_norm=0"),
+        env=_env(), capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "became nan" in last or "became inf" in last
+    assert "at step" in last
+    assert not (out / "train_results.json").exists()
