@@ -138,7 +138,7 @@ def test_squad_finetune_reports_the_official_score_of_its_predictions(tmp_path, 
     examples = examples.select(range(min(64, len(examples))))  # --smoke evaluates the first 64 questions
     assert set(predictions) == set(examples["id"])
     references = [{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])]
-    if version == "2.0":
+    if recipe == "squad-v2.yaml":
         rescored = load_metric("squad_v2").compute(
             predictions=[{"id": k, "prediction_text": v, "no_answer_probability": float(v == "")}
                          for k, v in predictions.items()], references=references, no_answer_threshold=0.5)
