@@ -331,8 +331,11 @@ def run_pretraining(recipe) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters; %d training examples", type(model).__name__, n_params / 1e6,
                 len(examples.train))
+    from .data.collators import ReproducibleCollator
+
     trainer, _ = build_trainer(
-        recipe, model, tokenizer, examples.train, examples.validation, examples.collator,
+        recipe, model, tokenizer, examples.train, examples.validation,
+        ReproducibleCollator(examples.collator, recipe.train.seed),
         compute_metrics=examples.compute_metrics,
         preprocess_logits_for_metrics=examples.preprocess_logits_for_metrics,
     )

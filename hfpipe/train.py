@@ -163,6 +163,7 @@ def training_arguments(recipe, do_eval: bool, args_class=TrainingArguments, **ex
     kwargs = {**recipe.train.to_training_arguments_kwargs(do_eval=do_eval), **extra}
     kwargs["logging_first_step"] = True
     kwargs["remove_unused_columns"] = False  # hfpipe's collators read columns the model does not take
+    kwargs["logging_nan_inf_filter"] = False  # a diverged loss must reach NonFiniteLossCallback
     if not torch.cuda.is_available():
         # Under `accelerate launch --multi_gpu` on a CPU machine this makes the processes use gloo.
         kwargs["use_cpu"] = True

@@ -17,9 +17,11 @@ transformers counterpart and are written here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DataCollatorForLanguageModeling
 from transformers.data.data_collator import pad_without_fast_tokenizer_warning
@@ -247,3 +249,32 @@ class DataCollatorForPrefixLM:
             "labels": labels,
             "decoder_input_ids": shift_right(labels, self.decoder_start_token_id, pad),
         }
+
+
+class ReproducibleCollator:
+    """Wraps a collator that draws from torch's global RNG so that each batch's draws depend
+    only on the batch itself and ``seed``.
+
+    Why: accelerate collates one batch ahead, so the RNG state a checkpoint saves already
+    holds the next batch's masking draws, and a resumed run would mask differently from one
+    that never stopped. Seeding each batch from its content (a hash of its token ids) makes
+    the masks identical after resuming, across DataLoader workers, and in evaluation; with
+    shuffling, batches differ from epoch to epoch, so masking stays dynamic (RoBERTa). The
+    global RNG stream (dropout, data order) is left untouched (torch.random.fork_rng).
+    """
+
+    def __init__(self, collator, seed: int):
+        self.collator = collator
+        self.seed = seed
+
+    def batch_seed(self, examples) -> int:
+        digest = hashlib.blake2b(str(self.seed).encode(), digest_size=8)
+        for ids in _input_ids(examples, type(self.collator).__name__):
+            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+            digest.update(b"|")
+        return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+    def __call__(self, examples):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.batch_seed(examples))
+            return self.collator(examples)

@@ -263,3 +263,21 @@ def test_collator_output_feeds_bert_for_pretraining(bert_tokenizer):
     output = BertForPreTraining(config)(**batch)
     # Untrained: MLM loss near ln(1005) = 6.91 plus NSP loss near ln(2) = 0.69.
     assert abs(output.loss.item() - (np.log(VOCAB) + np.log(2))) < 0.3
+
+
+def test_reproducible_collator_masks_depend_only_on_the_batch(bert_tokenizer):
+    """Resuming must re-draw the same masks even though the global RNG moved on."""
+    from hfpipe.data.collators import DataCollatorForBertPretraining, ReproducibleCollator
+
+    collator = ReproducibleCollator(DataCollatorForBertPretraining(bert_tokenizer), seed=7)
+    cls, sep = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id
+    examples = [{"input_ids": [cls, *range(10, 40), sep, *range(50, 70), sep], "token_type_ids": [0] * 32 + [1] * 21,
+                 "next_sentence_label": 0} for _ in range(8)]
+    first = collator(examples)
+    torch.rand(1000)  # move the global RNG, as a prefetched batch would
+    state = torch.random.get_rng_state()
+    second = collator(examples)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global stream is untouched
+    assert torch.equal(first["input_ids"], second["input_ids"]) and torch.equal(first["labels"], second["labels"])
+    other = ReproducibleCollator(DataCollatorForBertPretraining(bert_tokenizer), seed=8)(examples)
+    assert not torch.equal(first["labels"], other["labels"])
