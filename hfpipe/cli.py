@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a diverged run gets one line, not a traceback
         if type(error).__name__ != "NonFiniteLossError":
             raise
-        print(f"hfpipe: {error}", file=sys.stderr)
+        print(f"\nhfpipe: {error}", file=sys.stderr)  # on its own line, after any progress bar
         return 1
     except KeyboardInterrupt:
         print("hfpipe: interrupted", file=sys.stderr)
