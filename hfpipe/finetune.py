@@ -197,12 +197,7 @@ def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
     trainer, _ = build_trainer(recipe, model, tokenizer, train, first_eval, DataCollatorWithPadding(tokenizer),
                                compute_metrics=compute_metrics)
     train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
-    metrics, predictions = {}, {}
-    for name, dataset in evaluation.items():
-        out = trainer.predict(dataset, metric_key_prefix="eval")
-        suffix = "_mm" if name.endswith("mismatched") else ""
-        metrics.update({standard_metric_name(k) + suffix: v for k, v in out.metrics.items()})
-        predictions[name] = glue.predictions_from_logits(spec, out.predictions)
+    metrics, predictions = _predict_splits(trainer, evaluation, lambda logits: glue.predictions_from_logits(spec, logits))
     return trainer, train_result, metrics, {"glue": (spec, predictions)}, tokenizer
 
 
@@ -246,15 +241,23 @@ def _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts):
         extra_args={"predict_with_generate": True, "generation_max_length": target_length},
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    def to_labels(generated):
+        generated = np.where(generated < 0, tokenizer.pad_token_id, generated)
+        return np.array(glue.labels_from_texts(spec, tokenizer.batch_decode(generated, skip_special_tokens=True))[0])
+
+    metrics, predictions = _predict_splits(trainer, evaluation, to_labels)
+    return trainer, train_result, metrics, {"glue": (spec, predictions)}, tokenizer
+
+
+def _predict_splits(trainer, evaluation: dict, to_predictions) -> tuple[dict, dict]:
+    """Metrics and predictions for each evaluation split; MNLI's mismatched set gets ``_mm``."""
     metrics, predictions = {}, {}
     for name, dataset in evaluation.items():
         out = trainer.predict(dataset, metric_key_prefix="eval")
         suffix = "_mm" if name.endswith("mismatched") else ""
         metrics.update({standard_metric_name(k) + suffix: v for k, v in out.metrics.items()})
-        generated = np.where(out.predictions < 0, tokenizer.pad_token_id, out.predictions)
-        predictions[name] = np.array(glue.labels_from_texts(spec, tokenizer.batch_decode(
-            generated, skip_special_tokens=True))[0])
-    return trainer, train_result, metrics, {"glue": (spec, predictions)}, tokenizer
+        predictions[name] = to_predictions(out.predictions)
+    return metrics, predictions
 
 
 # ------------------------------------------------------------------------------------------ SQuAD

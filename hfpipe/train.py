@@ -188,7 +188,8 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
         processing_class=processing_class,
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-        callbacks=[curve, NonFiniteLossCallback()],
+        callbacks=[curve, NonFiniteLossCallback()]
+        + ([PushCheckpointsCallback(recipe)] if recipe.hub.push and recipe.hub.hub_strategy == "every_save" else []),
         **trainer_kwargs,
     )
     return trainer, curve
@@ -247,7 +248,33 @@ def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: di
         shown["train_loss"] = train_metrics.get("train_loss", float("nan"))
         shown["train_steps"] = trainer.state.global_step
         print("\n" + results_table(f"Results: {model_name} ({output_dir})", shown) + "\n", flush=True)
+        push_if_asked(recipe, output_dir)
     return eval_metrics or {}
+
+
+def push_if_asked(recipe, output_dir, include_checkpoints: bool = False) -> str | None:
+    """``hub.push: true``: push the output folder (weights as safetensors, card, recipe)."""
+    if not recipe.hub.push:
+        return None
+    from .hub import push_to_hub
+
+    url = push_to_hub(output_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
+                      commit_message=f"hfpipe {recipe.kind}: {recipe.description or Path(output_dir).name}",
+                      include_checkpoints=include_checkpoints)
+    print(f"pushed {output_dir} to {url}", flush=True)
+    return url
+
+
+class PushCheckpointsCallback(TrainerCallback):
+    """``hub.hub_strategy: every_save``: push the folder with its checkpoints at every save, so a
+    run can be resumed from the Hub."""
+
+    def __init__(self, recipe):
+        self.recipe = recipe
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            push_if_asked(self.recipe, args.output_dir, include_checkpoints=True)
 
 
 def _write_card(output_dir, recipe, metrics, *, model_name, task, datasets, base_model):

@@ -68,8 +68,10 @@ def test_pretraining_recipes_run_with_smoke_and_leave_a_loadable_model(tmp_path,
     assert "Results" in result.stdout
     # the model loads in plain transformers code with its tokenizer
     code = ("import sys, transformers; c = transformers.AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True);"
-            "t = transformers.AutoTokenizer.from_pretrained(sys.argv[1]); print(c.model_type, len(t))")
-    loaded = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=tmp_path)
+            "t = transformers.AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True);"
+            "print(c.model_type, len(t))")
+    loaded = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=tmp_path,
+                            stdin=subprocess.DEVNULL)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert loaded.stdout.startswith("hfpipe_")
 

@@ -163,13 +163,30 @@ def build_tiny_bert(folder: Path, seed: int = 0, max_shard_size: str | None = No
     """Random-init BertForSequenceClassification (2 layers, hidden 32, 3 labels) + tokenizer + card + junk."""
     from transformers import BertConfig, BertForSequenceClassification
 
+    def make(vocab_size):
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=64, num_labels=3,
+        ))  # fmt: skip
+
+    return _build_checkpoint(folder, make, seed, max_shard_size)
+
+
+def build_tiny_hfpipe(folder: Path, seed: int = 0, max_shard_size: str | None = None) -> Path:
+    """The same, as hfpipe's own encoder (modeling code saved next to the weights)."""
+    import hfpipe
+
+    def make(vocab_size):
+        config = hfpipe.config_for("encoder", "tiny", vocab_size=vocab_size, num_labels=3, max_position_embeddings=64)
+        return hfpipe.HfpipeEncoderForSequenceClassification(config)
+
+    return _build_checkpoint(folder, make, seed, max_shard_size)
+
+
+def _build_checkpoint(folder: Path, make_model, seed: int, max_shard_size: str | None) -> Path:
     tokenizer = build_tokenizer()
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64, num_labels=3,
-    )  # fmt: skip
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
+    model = make_model(len(tokenizer))
     model.save_pretrained(folder, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     tokenizer.save_pretrained(folder)
     (folder / "recipe.yaml").write_text(f"model:\n  family: encoder\n  seed: {seed}\n")
@@ -191,7 +208,10 @@ def build_tiny_bert(folder: Path, seed: int = 0, max_shard_size: str | None = No
 
 
 # Hook: hfpipe's model families join here (see the module docstring).
-CHECKPOINT_BUILDERS = {"bert": {"build": build_tiny_bert, "trust_remote_code": False}}
+CHECKPOINT_BUILDERS = {
+    "bert": {"build": build_tiny_bert, "trust_remote_code": False},
+    "hfpipe": {"build": build_tiny_hfpipe, "trust_remote_code": True},
+}
 
 
 def local_logits(folder: Path, model=None) -> torch.Tensor:
@@ -537,3 +557,49 @@ def test_peft_adapter_round_trip(hub_server, tmp_path):
 
     (pulled,), _ = pull(hub_server, tmp_path, {"model": "alice/tiny-lora", "base": "alice/tiny-base"}, token=None)
     assert same_logits(pulled, expected), pulled
+
+
+BLOCKED_PULL_SCRIPT = """
+import json, sys, torch
+class BlockHfpipe:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hfpipe" or name.startswith("hfpipe."):
+            raise ImportError("hfpipe is blocked in this process")
+sys.meta_path.insert(0, BlockHfpipe())
+import transformers
+job = json.loads(sys.argv[1])[0]
+tokenizer = transformers.AutoTokenizer.from_pretrained(job["model"], trust_remote_code=True)
+model = transformers.AutoModelForSequenceClassification.from_pretrained(job["model"], trust_remote_code=True)
+with torch.no_grad():
+    logits = model.eval()(**tokenizer(job["texts"], padding=True, return_tensors="pt")).logits
+print("RESULT:" + json.dumps({"logits": logits.tolist(), "class": type(model).__name__,
+                              "hfpipe_loaded": any(m.startswith("hfpipe") for m in sys.modules)}))
+"""
+
+
+def test_hfpipe_checkpoint_pulls_where_hfpipe_cannot_be_imported(hub_server, tmp_path):
+    folder = build_tiny_hfpipe(tmp_path / "out")
+    expected = local_logits(folder)
+    (result,), _ = push(hub_server, tmp_path, {"folder": folder, "repo_id": "alice/tiny-hfpipe-remote"})
+    assert "url" in result
+    assert {"encoder.py", "blocks.py", "configuration.py"} <= set(hub_server.files("alice/tiny-hfpipe-remote"))
+    pulled, _ = _run_client(hub_server, tmp_path, BLOCKED_PULL_SCRIPT,
+                            [{"model": "alice/tiny-hfpipe-remote", "texts": TEXTS}], None)
+    assert pulled["class"] == "HfpipeEncoderForSequenceClassification" and not pulled["hfpipe_loaded"]
+    assert torch.equal(torch.tensor(pulled["logits"]), expected)
+
+
+@pytest.mark.slow
+def test_recipe_with_hub_push_pushes_at_the_end(hub_server, tmp_path):
+    out = tmp_path / "run"
+    env = hub_server.client_env(token=ALICE_TOKEN, hf_home=tmp_path / "home")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfpipe", "finetune", str(REPO_ROOT / "recipes" / "finetune" / "glue-rte.yaml"), "--smoke",
+         "--max-steps", "3", "--output-dir", str(out), "--set", "hub.push=true", "--set", "hub.repo_id=alice/rte-smoke"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    remote = hub_server.files("alice/rte-smoke")
+    assert {"model.safetensors", "config.json", "README.md", "recipe.yaml", "eval_results.json"} <= set(remote)
+    assert json.loads(remote["eval_results.json"]) == json.loads((out / "eval_results.json").read_text())
+    assert_no_token(out, proc.stdout + proc.stderr)

@@ -192,11 +192,16 @@ class HfpipeEncoderForMaskedLM(HfpipeEncoderPreTrainedModel):
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class HfpipeEncoderForSequenceClassification(HfpipeEncoderPreTrainedModel):
+class _EncoderClassifier(HfpipeEncoderPreTrainedModel):
+    """Dropout and a linear classifier over the pooled [CLS] (``pooled``) or every token."""
+
+    pooled: bool
+    output_class: type
+
     def __init__(self, config: HfpipeEncoderConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = HfpipeEncoderModel(config, add_pooling_layer=True)
+        self.model = HfpipeEncoderModel(config, add_pooling_layer=self.pooled)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -214,44 +219,30 @@ class HfpipeEncoderForSequenceClassification(HfpipeEncoderPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         **kwargs,
-    ) -> SequenceClassifierOutput:
+    ):
         outputs = self.model(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
         )
-        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
-        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        features = outputs.pooler_output if self.pooled else outputs.last_hidden_state
+        logits = self.classifier(self.dropout(features))  # (B, num_labels) or (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(self.config, logits, labels) if self.pooled else cross_entropy(logits, labels)
+        return self.output_class(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class HfpipeEncoderForTokenClassification(HfpipeEncoderPreTrainedModel):
-    def __init__(self, config: HfpipeEncoderConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.model = HfpipeEncoderModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
+class HfpipeEncoderForSequenceClassification(_EncoderClassifier):
+    """[CLS] -> labels; regression (MSE) when num_labels == 1 (STS-B)."""
 
-    def forward(
-        self,
-        input_ids=None,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        inputs_embeds=None,
-        labels=None,
-        past_key_values=None,
-        output_hidden_states=None,
-        return_dict=None,
-        **kwargs,
-    ) -> TokenClassifierOutput:
-        outputs = self.model(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
-        )
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
-        loss = cross_entropy(logits, labels) if labels is not None else None
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+    pooled = True
+    output_class = SequenceClassifierOutput
+
+
+class HfpipeEncoderForTokenClassification(_EncoderClassifier):
+    """Every token -> labels (NER); -100 marks tokens without a label."""
+
+    pooled = False
+    output_class = TokenClassifierOutput
 
 
 class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
