@@ -56,10 +56,12 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         from .data import embedded as embedded_data
 
         logger.warning("no data given: using hfpipe's embedded synthetic %s data (for smoke tests only)", task)
+        sizes = {"num_train": data.max_train_samples or 1024, "num_eval": data.max_eval_samples or 256}
         if task in SQUAD_TASKS:
-            splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1", seed=recipe.train.seed)
+            splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1",
+                                                  seed=recipe.train.seed, **sizes)
         else:
-            splits = embedded_data.embedded_glue(task, seed=recipe.train.seed)
+            splits = embedded_data.embedded_glue(task, seed=recipe.train.seed, **sizes)
         names = ["hfpipe-embedded"]
     elif task in SQUAD_TASKS:
         version = "2.0" if task == "squad_v2" else "1.1"
