@@ -98,24 +98,21 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
 def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **model_kwargs):
     """From ``model.name_or_path`` (a new head where the checkpoint has none), or -- no checkpoint
     (``--smoke``) -- a tiny model of the family with a tokenizer trained on the task's text."""
+    from .pretrain import check_config_keys, load_tokenizer
+
     family = recipe.model.family
+    # the recipe's tokenizer, the checkpoint's, the run's own on resume, or one trained on the task
+    tokenizer = load_tokenizer(recipe, texts(), Path(recipe.train.output_dir))
     if recipe.model.name_or_path:
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(recipe.model.name_or_path)
-        tokenizer_name, tokenizer_revision = (
-            parse_model_reference(recipe.tokenizer.name_or_path) if recipe.tokenizer.name_or_path else (name, revision)
-        )
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name, revision=tokenizer_revision)
         model = auto_class.from_pretrained(
             name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
             **quantized_load_kwargs(recipe.quantization), **model_kwargs,
         )
     else:
-        from .pretrain import check_config_keys, train_shared_tokenizer
-
         check_config_keys(recipe)
-        tokenizer = train_shared_tokenizer(recipe, texts(), Path(recipe.train.output_dir) / "tokenizer")
         overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
                      "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                      **recipe.model.config, **model_kwargs}

@@ -119,8 +119,9 @@ def build_model(recipe, tokenizer, positions_needed: int):
     embeddings = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > embeddings:
         raise InputError(
-            f"tokenizer has {len(tokenizer)} entries but the model's embedding has {embeddings} rows; "
-            "use the model's own tokenizer or set tokenizer.name_or_path"
+            f"tokenizer {recipe.tokenizer.name_or_path or '(trained)'} has {len(tokenizer)} entries but the "
+            f"embedding of model {recipe.model.name_or_path or '(new)'} has {embeddings} rows; "
+            "use the model's own tokenizer or a matching tokenizer.name_or_path"
         )
     return model
 
@@ -326,8 +327,8 @@ def run_pretraining(recipe) -> dict:
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     corpus = load_corpus(recipe)
     tokenizer = load_tokenizer(recipe, (text for text in corpus["train"][recipe.data.text_column]), output_dir)
+    model = build_model(recipe, tokenizer, recipe.objective.max_seq_length)  # checks the vocabulary first
     examples = OBJECTIVES[recipe.objective.name](recipe, corpus, tokenizer)
-    model = build_model(recipe, tokenizer, recipe.objective.max_seq_length)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters; %d training examples", type(model).__name__, n_params / 1e6,
                 len(examples.train))

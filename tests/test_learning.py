@@ -1,7 +1,7 @@
 """Learning is real: tiny models pretrained on real text (the embedded corpus of standard-library
 docstrings) for 300 steps end well below their starting loss, ln(vocab size) for an untrained
-model. Measured here (hfpipe 0.1, 2 CPU cores): CLM 5.01 = 0.72 ln V, span corruption 5.18 =
-0.75 ln V, MLM+NSP 6.48 = 0.85 (ln V + ln 2) with NSP accuracy 0.68."""
+model. Measured here (hfpipe 0.1, 2 CPU cores, 300 steps): CLM 5.01 = 0.72 ln V, span corruption
+5.18 = 0.75 ln V; MLM+NSP after 600 steps: see test_mlm_nsp_learns_and_nsp_beats_chance."""
 
 import json
 import math
@@ -19,11 +19,11 @@ SETTINGS = ["--smoke", "--max-steps", "300", "--set", "train.learning_rate=2.0e-
             f"tokenizer.vocab_size={VOCAB}", "--set", "train.eval_steps=300", "--set", "train.save_steps=1000"]
 
 
-def pretrain(tmp_path, recipe):
+def pretrain(tmp_path, recipe, *extra):
     out = tmp_path / recipe
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "hfpipe", "pretrain", str(ROOT / "recipes" / "pretrain" / f"{recipe}.yaml"),
-                             *SETTINGS, "--output-dir", str(out)], env=env, capture_output=True, text=True, timeout=1500)
+                             *SETTINGS, *extra, "--output-dir", str(out)], env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((out / "loss_history.json").read_text())
     return json.loads((out / "eval_results.json").read_text()), history
@@ -41,7 +41,9 @@ def test_language_modelling_objectives_learn(tmp_path, recipe):
 
 @pytest.mark.slow
 def test_mlm_nsp_learns_and_nsp_beats_chance(tmp_path):
-    results, history = pretrain(tmp_path, "bert-mlm-nsp")
+    # NSP needs more steps than the token objectives, and enough held-out pairs to measure it
+    results, history = pretrain(tmp_path, "bert-mlm-nsp", "--max-steps", "600", "--set", "train.eval_steps=600",
+                                "--set", "data.max_eval_samples=400")
     start = math.log(VOCAB) + math.log(2)  # untrained: uniform over the vocabulary, coin-flip NSP
     assert history["train"][0][1] > 0.9 * start
     assert results["eval_loss"] < 0.9 * start

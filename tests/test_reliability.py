@@ -182,3 +182,43 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_p
     assert len(messages) == 1, result.stderr[-2000:]
     assert "at step 1;" in messages[0] and "Traceback" not in result.stderr
     assert not (out / "train_results.json").exists()
+
+
+@pytest.mark.slow
+def test_finetuning_resume_after_sigkill_gives_bitwise_identical_weights(tmp_path):
+    tokenizer = ("--set", f"tokenizer.name_or_path={_tokenizer(tmp_path, 'encoder')}")
+
+    def args(out, *extra):
+        return [sys.executable, "-m", "hfpipe", "finetune", str(RECIPES / "finetune" / "glue-rte.yaml"), "--smoke",
+                "--max-steps", "9", "--output-dir", str(out), "--set", "train.save_steps=3", *tokenizer, *extra]
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(args(straight), check=True, env=_env(), capture_output=True)
+    process = subprocess.Popen(args(killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert _kill_when(lambda: (killed / "checkpoint-3" / COMPLETE_MARKER).exists(), process)
+    resumed = subprocess.run(args(killed, "--set", "train.resume=true"), env=_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert json.loads((straight / "eval_results.json").read_text())["accuracy"] == \
+        json.loads((killed / "eval_results.json").read_text())["accuracy"]
+
+
+def test_tokenizer_larger_than_the_model_vocabulary_exits_2(tmp_path, capsys):
+    import hfpipe
+    from transformers import AutoModelForCausalLM
+
+    from hfpipe.data.corpus import embedded_corpus
+    from hfpipe.tokenization import train_tokenizer
+
+    tokenizer = train_tokenizer(embedded_corpus()[:300], family="decoder", vocab_size=600)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    small = AutoModelForCausalLM.from_config(hfpipe.config_for("decoder", "tiny", vocab_size=300))
+    small.save_pretrained(tmp_path / "model")
+    capsys.readouterr()  # drop the save's own progress output
+    code, err = cli(capsys, "pretrain", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--model", tmp_path / "model",
+                    "--set", f"tokenizer.name_or_path={tmp_path / 'tok'}", "--output-dir", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("hfpipe: error:")]
+    assert "embedding" in line and str(len(tokenizer)) in line and "tok" in line and "300" in line
