@@ -19,7 +19,6 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorForSeq2Seq,
     DataCollatorWithPadding,
     Seq2SeqTrainer,
