@@ -150,3 +150,37 @@ def test_squad_finetune_reports_the_official_score_of_its_predictions(tmp_path, 
             predictions=[{"id": k, "prediction_text": v} for k, v in predictions.items()], references=references)
         assert reported["exact_match"] == pytest.approx(rescored["exact_match"])
         assert reported["f1"] == pytest.approx(rescored["f1"])
+
+
+# Every GLUE task and both SQuAD recipes, rotating over the families (rte runs on all three above).
+ROTATION = [("cola", "decoder"), ("sst2", "seq2seq"), ("mrpc", "encoder"), ("qqp", "decoder"), ("stsb", "encoder"),
+            ("stsb", "seq2seq"), ("mnli", "seq2seq"), ("mnli", "encoder"), ("qnli", "decoder"), ("wnli", "encoder")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, family", ROTATION, ids=[f"{t}-{f}" for t, f in ROTATION])
+def test_every_glue_recipe_runs_with_smoke(tmp_path, task, family):
+    from hfpipe.tasks.glue import GLUE_TASKS
+
+    out = tmp_path / task
+    result = hfpipe("finetune", RECIPES / "finetune" / f"glue-{task}.yaml", "--smoke", "--max-steps", "10",
+                    "--set", f"model.family={family}", "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "eval_results.json").read_text())
+    for key in GLUE_TASKS[task].metric_keys:
+        assert key in metrics and -1 <= metrics[key] <= 1, (key, metrics)
+    if task == "mnli":
+        assert "accuracy_mm" in metrics and (out / "eval_predictions_mm.jsonl").is_file()
+    rows = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    assert [row["index"] for row in rows] == list(range(len(rows)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["squad-v1.yaml", "squad-v2.yaml"])
+def test_squad_recipes_run_with_smoke_on_a_decoder(tmp_path, recipe):
+    out = tmp_path / "out"
+    result = hfpipe("finetune", RECIPES / "finetune" / recipe, "--smoke", "--max-steps", "10",
+                    "--set", "model.family=decoder", "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    assert len(predictions) == 64 and all(isinstance(v, str) for v in predictions.values())  # --smoke: 64 questions

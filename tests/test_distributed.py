@@ -67,3 +67,22 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path, tokenizer_d
                                            "--set", "train.resume=true"], resumed)
     for name in weights_one:
         torch.testing.assert_close(weights_one[name], weights_resumed[name], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_and_bf16_match_the_plain_run(tmp_path, tokenizer_dir):
+    common = [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPE), "--smoke", "--max-steps", "5", "--set",
+              NO_DROPOUT, "--set", "train.logging_steps=1", "--set", f"tokenizer.name_or_path={tokenizer_dir}"]
+    plain, accumulated, bf16 = tmp_path / "plain", tmp_path / "accumulated", tmp_path / "bf16"
+    losses_plain, weights_plain = run([*common, "--output-dir", str(plain),
+                                       "--set", "train.per_device_train_batch_size=8"], plain)
+    losses_acc, weights_acc = run([*common, "--output-dir", str(accumulated), "--set",
+                                   "train.per_device_train_batch_size=4", "--set",
+                                   "train.gradient_accumulation_steps=2"], accumulated)
+    losses_bf16, _ = run([*common, "--output-dir", str(bf16), "--set", "train.per_device_train_batch_size=8",
+                          "--set", "train.mixed_precision=bf16"], bf16)
+    for (_, a), (_, b), (_, c) in zip(losses_plain, losses_acc, losses_bf16):
+        assert a == pytest.approx(b, abs=2e-4)  # the same 8 sequences, two micro-batches
+        assert a == pytest.approx(c, abs=5e-2)  # bf16 autocast: ~3 significant digits
+    for name in weights_plain:
+        torch.testing.assert_close(weights_plain[name], weights_acc[name], atol=2e-5, rtol=1e-4)
