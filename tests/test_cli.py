@@ -168,7 +168,9 @@ def test_every_glue_recipe_runs_with_smoke(tmp_path, task, family):
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "eval_results.json").read_text())
     for key in GLUE_TASKS[task].metric_keys:
-        assert key in metrics and -1 <= metrics[key] <= 1, (key, metrics)
+        value = metrics[key]
+        # an untrained text-to-text model may generate no parseable label: counted, and NaN for correlations
+        assert -1 <= value <= 1 or (value != value and metrics.get("invalid_predictions") == 64), (key, metrics)
     if task == "mnli":
         assert "accuracy_mm" in metrics and (out / "eval_predictions_mm.jsonl").is_file()
     rows = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
