@@ -90,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser("demo", help="tokenizer -> pretrain -> finetune -> evaluate on embedded data")
     demo.add_argument("--output-dir", default="runs/demo")
-    demo.add_argument("--overwrite", action="store_true", default=True)
     return parser
 
 
@@ -107,6 +106,22 @@ def load_recipe_from_args(args, **extra):
         **extra,
     }
     return load_recipe(args.recipe, overrides=args.overrides, smoke=args.smoke, cli_overrides=cli)
+
+
+def preset_parameter_counts() -> dict[str, int]:
+    """Parameters of every hfpipe size preset, counted on the meta device (no memory, ~1 s)."""
+    import torch
+
+    from .models import MODEL_CLASSES, SIZE_PRESETS, config_for
+
+    counts = {}
+    with torch.device("meta"):
+        for family, sizes in SIZE_PRESETS.items():
+            model_class = next(iter(MODEL_CLASSES[family].values()))
+            for size in sizes:
+                model = model_class(config_for(family, size))
+                counts[f"{family} {size}"] = sum(p.numel() for p in model.parameters())
+    return counts
 
 
 def _run(module: str, function: str, *a, **kw):
@@ -140,10 +155,9 @@ def dispatch(args) -> int:
                    commit_message=args.commit_message)
         print(f"pushed {args.dir} to {url}")
     elif verb == "plan":
-        from .models import SIZE_PRESETS  # noqa: F401  (presets counted by plan.preset_parameter_counts)
-
         result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,
-                      gpu=args.gpu if args.gpu_hours is not None else None, params=args.params, mfu=args.mfu)
+                      gpu=args.gpu if args.gpu_hours is not None else None, params=args.params, mfu=args.mfu,
+                      presets=preset_parameter_counts())
         print(_run("plan", "format_plan", result))
     elif verb == "demo":
         _run("demo", "run_demo", args.output_dir)
