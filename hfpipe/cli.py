@@ -138,7 +138,10 @@ def dispatch(args) -> int:
         _run("pretrain", "run_pretraining", load_recipe_from_args(args))
     elif verb in ("finetune", "evaluate"):
         recipe = load_recipe_from_args(args)
-        _run("finetune", "run_finetuning", recipe, do_train=verb == "finetune")
+        if verb == "evaluate" and recipe.kind == "pretrain":
+            _run("perplexity", "run_perplexity", recipe)
+        else:
+            _run("finetune", "run_finetuning", recipe, do_train=verb == "finetune")
     elif verb == "icl":
         recipe = load_recipe_from_args(args, shots=args.shots)
         _run("icl", "run_icl", recipe)

@@ -1,6 +1,7 @@
 """The `hfpipe` command end to end: exit codes, error lines, and smoke runs of the recipes."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -186,3 +187,14 @@ def test_squad_recipes_run_with_smoke_on_a_decoder(tmp_path, recipe):
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = json.loads((out / "eval_predictions.json").read_text())
     assert len(predictions) == 64 and all(isinstance(v, str) for v in predictions.values())  # --smoke: 64 questions
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_pretraining_recipe_reports_sliding_window_perplexity(tmp_path):
+    model, _ = _pretrain(tmp_path, "gpt-clm.yaml", "--max-steps", "5")
+    out = tmp_path / "ppl"
+    result = hfpipe("evaluate", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--model", model, "--output-dir", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    assert metrics["stride"] == metrics["max_length"] // 2 and metrics["eval_tokens"] > 100
