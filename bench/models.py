@@ -42,7 +42,7 @@ def reference(family: str, size: str):
     if family == "decoder":
         config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=ffn, attn_implementation="sdpa")
         return GPT2LMHeadModel(config)
-    config = T5Config(d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers, num_heads=heads,
+    config = T5Config(d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers, num_heads=heads, decoder_start_token_id=0,
                       attn_implementation="sdpa")
     return T5ForConditionalGeneration(config)
 

@@ -321,6 +321,10 @@ class TransformerStack(nn.Module):
         """
         batch, query_length = hidden_states.shape[:2]
         dtype, device = hidden_states.dtype, hidden_states.device
+        if attention_mask is not None and not torch.compiler.is_compiling() and bool(attention_mask.all()):
+            # Nothing is padded: without a mask SDPA can take its fastest kernel (as transformers does;
+            # one check per forward, skipped under torch.compile where it would break the graph).
+            attention_mask = None
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         key_length = past_length + query_length
         attention_bias = self._self_attention_bias(
@@ -416,15 +420,13 @@ class HfpipePreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, LMHead) and module.bias is not None:
-            module.bias.zero_()
 
 
 class LMHead(nn.Module):
     """Vocabulary projection, optionally after BERT's transform (dense, act, norm).
 
-    ``decoder`` holds the (usually tied) output embedding; its bias is a separate parameter,
-    as in BERT, so that tying the weight leaves the bias alone.
+    ``decoder`` holds the (usually tied) output embedding and, for BERT, the output bias: one
+    addmm rather than a separate add over the (B, T, V) logits.
     """
 
     def __init__(self, config: HfpipeConfig, transform: bool, bias: bool):
@@ -432,15 +434,13 @@ class LMHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size) if transform else None
         self.act = ACT2FN[config.hidden_act] if transform else None
         self.norm = make_norm(config) if transform else None
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if bias else None
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=bias)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> logits (B, T, V)"""
         if self.dense is not None:
             hidden_states = self.norm(self.act(self.dense(hidden_states)))
-        logits = self.decoder(hidden_states)
-        return logits + self.bias if self.bias is not None else logits
+        return self.decoder(hidden_states)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:

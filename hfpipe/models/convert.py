@@ -87,7 +87,9 @@ def t5_config(ref) -> HfpipeSeq2SeqConfig:
             relative_attention_max_distance=ref.relative_attention_max_distance,
             hidden_dropout_prob=ref.dropout_rate,
             attention_probs_dropout_prob=ref.dropout_rate,
-            decoder_start_token_id=ref.decoder_start_token_id,
+            # T5 starts decoding from its pad id; configs built without the field (transformers 5.2x) lack it
+            decoder_start_token_id=getattr(ref, "decoder_start_token_id", None)
+            if getattr(ref, "decoder_start_token_id", None) is not None else ref.pad_token_id,
             tie_word_embeddings=ref.tie_word_embeddings,
             # transformers >= 5.2x always ties T5 and keeps the v1.0/v1.1 difference here
             scale_decoder_outputs=getattr(ref, "scale_decoder_outputs", ref.tie_word_embeddings),
@@ -117,7 +119,7 @@ _BERT_HEADS = [
     ("mlm_head.dense", "cls.predictions.transform.dense"),
     ("mlm_head.norm", "cls.predictions.transform.LayerNorm"),
     ("mlm_head.decoder", "cls.predictions.decoder"),
-    ("mlm_head.bias", "cls.predictions.bias"),
+    ("mlm_head.decoder.bias", "cls.predictions.bias"),
     ("nsp_head", "cls.seq_relationship"),
     ("classifier", "classifier"),
     ("qa_outputs", "qa_outputs"),

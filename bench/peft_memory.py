@@ -1,7 +1,7 @@
 """Peak memory and step time of full finetuning vs LoRA vs QLoRA on the same model and batch.
 
-    python bench/peft.py                         # CPU: the real all-MiniLM-L6-v2 checkpoint if installed
-    python bench/peft.py --model DIR --device cuda --batch 32 --seq 128
+    python bench/peft_memory.py                         # CPU: the real all-MiniLM-L6-v2 checkpoint if installed
+    python bench/peft_memory.py --model DIR --device cuda --batch 32 --seq 128
 
 Each configuration runs in its own process, so peak memory (CPU: max resident set; CUDA:
 torch.cuda.max_memory_allocated) is its own. Sequence classification, AdamW, 2 labels.
