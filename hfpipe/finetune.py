@@ -313,8 +313,6 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     if do_train:
         output_dir, resume_from = prepare_output_dir(recipe)
     else:
-        from pathlib import Path
-
         output_dir, resume_from = Path(recipe.train.output_dir), None
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built

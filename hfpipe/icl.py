@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -148,8 +149,6 @@ def evaluate_shots(model, tokenizer, train, evaluation, spec, k: int, icl, max_l
 
 
 def run_icl(recipe) -> dict:
-    from pathlib import Path
-
     from .finetune import load_task_data, load_tokenizer_and_model
 
     set_seed(recipe.train.seed)

@@ -278,10 +278,8 @@ class PushCheckpointsCallback(TrainerCallback):
 
 
 def _write_card(output_dir, recipe, metrics, *, model_name, task, datasets, base_model):
-    try:
-        from .hub import write_model_card
-    except ImportError:  # hub support is optional at import time; the card is not
-        write_model_card = None
+    from .hub import write_model_card
+
     summary = (
         f"Trained with hfpipe `{recipe.kind}` ({recipe.description or 'recipe.yaml'}): "
         f"family {recipe.model.family}, "
@@ -292,14 +290,8 @@ def _write_card(output_dir, recipe, metrics, *, model_name, task, datasets, base
         + ("steps" if recipe.train.max_steps > 0 else "epochs")
         + f", learning rate {recipe.train.learning_rate}. The full recipe is recipe.yaml."
     )
-    results = {k[5:] if k.startswith("eval_") else k: v for k, v in metrics.items()
-               if isinstance(v, (int, float)) and not k.endswith(("_runtime", "per_second"))}
-    if write_model_card is not None:
-        write_model_card(output_dir, model_name=model_name, base_model=base_model, datasets=list(datasets),
-                         tags=["hfpipe", recipe.kind, recipe.model.family], task=task, results=results,
-                         training_summary=summary, recipe_path="recipe.yaml")
-    else:
-        table = results_table("## Results", results) if results else ""
-        (Path(output_dir) / "README.md").write_text(
-            f"---\nlibrary_name: transformers\ntags: [hfpipe]\n---\n# {model_name}\n\n{summary}\n\n{table}\n"
-        )
+    # write_model_card strips eval_ and Trainer's bookkeeping itself; it takes numbers only
+    results = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    write_model_card(output_dir, model_name=model_name, base_model=base_model, datasets=list(datasets),
+                     tags=["hfpipe", recipe.kind, recipe.model.family], task=task, results=results,
+                     training_summary=summary, recipe_path="recipe.yaml")
