@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision")
     push.add_argument("--commit-message")
+    push.add_argument("--include-checkpoints", action="store_true",
+                      help="also push checkpoint-N/ with their training state, for train.resume: REPO_ID")
 
     plan = verbs.add_parser("plan", help="Chinchilla compute-optimal model and data size")
     group = plan.add_mutually_exclusive_group(required=True)
@@ -155,7 +157,7 @@ def dispatch(args) -> int:
         print(f"merged {args.adapter_dir} into a standalone checkpoint at {args.dst}")
     elif verb == "push":
         url = _run("hub", "push_to_hub", args.dir, args.repo_id, private=args.private, revision=args.revision,
-                   commit_message=args.commit_message)
+                   commit_message=args.commit_message, include_checkpoints=args.include_checkpoints)
         print(f"pushed {args.dir} to {url}")
     elif verb == "plan":
         result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,

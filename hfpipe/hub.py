@@ -16,8 +16,11 @@ What a push uploads (``select_upload_files``), relative to the output directory:
 - never: pickles (``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``, ``*.pkl``: ``pytorch_model.bin``,
   ``training_args.bin``, ``optimizer.pt``, ``scheduler.pt``, ``rng_state*.pth``): anything loaded from
   the Hub should be safetensors, and optimizer state only serves a local resume;
-- only when asked: ``checkpoint-*/`` (``include_checkpoints``: their weights, configs and
-  ``trainer_state.json``, still without pickles) and ``runs/`` (``include_logs``: tensorboard events).
+- only when asked: ``checkpoint-*/`` (``include_checkpoints``: their weights, configs,
+  ``trainer_state.json`` and completion marker, and the optimizer, scheduler and RNG state
+  re-encoded as safetensors + JSON by hfpipe.training_state, still without pickles, so that
+  ``train.resume: org/name[@revision]`` continues the run exactly) and ``runs/``
+  (``include_logs``: tensorboard events).
 
 Weight files already on the target branch, in a folder the push writes weights to, and not part of
 this push are deleted in the same commit: a stale ``model.safetensors`` next to a new sharded index
@@ -34,7 +37,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, snapshot_download
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_token, hf_hub_download, snapshot_download
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -49,6 +52,8 @@ UPLOAD_ALLOW_PATTERNS = [
     "*.py", "*.md", "*.yaml", "*.png",
 ]  # fmt: skip
 CHECKPOINT_PATTERNS = ["checkpoint-*/*"]
+# train.COMPLETE_MARKER, written last into a checkpoint: a pulled checkpoint without it is partial.
+CHECKPOINT_MARKER = "hfpipe_checkpoint_complete"
 LOG_PATTERNS = ["runs/*"]
 # Pickled files: never pushed, and a folder whose only weights are pickles is refused outright.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -152,6 +157,61 @@ def resolve_checkpoint(reference: str | os.PathLike, *, token: str | None = None
         ) from None
 
 
+def pull_checkpoint(reference: str, output_dir: str | Path, *, token: str | None = None) -> str:
+    """``train.resume: org/name[@revision]``: bring the newest complete ``checkpoint-N/`` of a run
+    pushed with its checkpoints into ``output_dir`` and return its local path.
+
+    The copy is a plain, writable folder (Trainer and later local resumes use it like any of the
+    run's own checkpoints), with the optimizer, scheduler and RNG pickles written back from their
+    safetensors form (hfpipe.training_state). A repo whose root is itself a checkpoint (it holds
+    ``trainer_state.json``) works too. A checkpoint pushed without its training state still
+    resumes its weights and step, with a warning that the optimizer starts afresh.
+    """
+    import shutil
+
+    from .training_state import import_training_state
+
+    name, revision = parse_model_reference(reference)
+    where = f"train.resume {reference}"
+    try:
+        remote = HfApi(token=token).list_repo_files(name, revision=revision)
+    except RevisionNotFoundError:
+        raise InputError(f"{where}: the Hub repo {name} has no revision {revision!r}") from None
+    except RepositoryNotFoundError:
+        raise InputError(f"{where}: no local folder and no Hub repo {name} (or the token cannot read it)") from None
+    steps = sorted(int(m.group(1)) for path in remote
+                   if (m := re.fullmatch(rf"checkpoint-(\d+)/{CHECKPOINT_MARKER}", path)))
+    if steps:
+        prefix, local = f"checkpoint-{steps[-1]}/", Path(output_dir) / f"checkpoint-{steps[-1]}"
+    elif "trainer_state.json" in remote:
+        state = Path(hf_hub_download(name, "trainer_state.json", revision=revision, token=token))
+        step = json.loads(state.read_text())["global_step"]
+        prefix, local = "", Path(output_dir) / f"checkpoint-{step}"
+    else:
+        raise InputError(
+            f"{where}: the Hub repo {name} holds no complete checkpoint-N/ (push the run with "
+            "hub.hub_strategy: every_save, or hfpipe push --include-checkpoints)"
+        )
+    if (local / CHECKPOINT_MARKER).is_file():
+        logger.info("%s: already pulled to %s", where, local)
+        return str(local)
+    if local.exists():
+        raise InputError(f"{where}: {local} exists but is incomplete; remove it or choose another --output-dir")
+    snapshot = Path(snapshot_download(name, revision=revision, token=token, allow_patterns=[f"{prefix}*"]))
+    partial = local.with_name(local.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    # Root-level snapshots also hold the card, recipe and other checkpoints: copy the checkpoint's files only.
+    ignore = shutil.ignore_patterns("checkpoint-*", "runs") if not prefix else None
+    shutil.copytree(snapshot / prefix, partial, ignore=ignore)  # follows the cache's symlinks: real files
+    if not import_training_state(partial):
+        logger.warning("%s: the pushed checkpoint has no optimizer/scheduler/RNG state; the weights and step "
+                       "resume, the optimizer starts afresh", where)
+    (partial / CHECKPOINT_MARKER).write_text(f"pulled from {name}@{revision or 'main'}\n")
+    partial.rename(local)  # whole or not at all: a crash mid-copy leaves only the .partial folder
+    logger.info("%s: pulled %s%s to %s", where, name, f"/{prefix}" if prefix else "", local)
+    return str(local)
+
+
 # --- push ------------------------------------------------------------------------------------------
 def select_upload_files(
     folder: str | Path, *, include_checkpoints: bool = False, include_logs: bool = False
@@ -160,6 +220,7 @@ def select_upload_files(
     folder = Path(folder)
     present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     allow = UPLOAD_ALLOW_PATTERNS + (LOG_PATTERNS if include_logs else [])
+    allow += [f"checkpoint-*/{CHECKPOINT_MARKER}"] if include_checkpoints else []
     ignore = ([] if include_checkpoints else CHECKPOINT_PATTERNS) + ([] if include_logs else LOG_PATTERNS)
     selected = filter_repo_objects(present, allow_patterns=allow, ignore_patterns=ignore)
     return [path for path in selected if not path.endswith(PICKLE_SUFFIXES)]
@@ -192,6 +253,11 @@ def push_to_hub(
         raise InputError(f"push: {repo_id!r} is not a Hub repo id (expected org/name)") from None
     if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
         raise InputError(f"push: --revision {revision} is a commit id; pushes go to a branch name")
+    if include_checkpoints:
+        from .training_state import export_training_state
+
+        for checkpoint in sorted(folder.glob("checkpoint-*/")):
+            export_training_state(checkpoint)
     files = select_upload_files(folder, include_checkpoints=include_checkpoints, include_logs=include_logs)
     _check_weights(folder, files)
     token = token or get_token()

@@ -67,9 +67,15 @@ def load_tokenizer(recipe, texts, output_dir=None):
         name, revision = parse_model_reference(source)
         return AutoTokenizer.from_pretrained(name, revision=revision)
     folder = Path(output_dir or recipe.train.output_dir) / "tokenizer"
-    if recipe.train.resume and (folder / "tokenizer_config.json").is_file():
-        # A resumed run must see the very ids it was trained with: reuse, never retrain.
-        return AutoTokenizer.from_pretrained(folder)
+    if recipe.train.resume:
+        # A resumed run must see the very ids it was trained with: reuse, never retrain. Trainer
+        # saves the tokenizer into every checkpoint, so one pulled from the Hub carries it too.
+        from .train import last_complete_checkpoint
+
+        resumed = recipe.train.resume if isinstance(recipe.train.resume, str) else None
+        for saved in (folder, resumed, last_complete_checkpoint(folder.parent)):
+            if saved and (Path(saved) / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(saved)
     return train_shared_tokenizer(recipe, texts, folder)
 
 

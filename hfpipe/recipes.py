@@ -242,7 +242,7 @@ class TrainSection:
     optim: str = "adamw_torch"  # transformers OptimizerNames: adamw_torch_fused, adafactor, adamw_bnb_8bit, ...
     torch_compile: bool = False  # torch.compile the model
     dataloader_num_workers: int = checked(0, NON_NEGATIVE)  # DataLoader worker processes
-    resume: bool | str = False  # true: the newest checkpoint-N/ in output_dir; a path: that checkpoint
+    resume: bool | str = False  # true: newest checkpoint-N/ in output_dir; a path: that one; org/name[@rev]: the Hub's
     overwrite: bool = False  # allow writing into a non-empty output_dir
     load_best_model_at_end: bool = False  # reload the best checkpoint by metric_for_best_model
     metric_for_best_model: str | None = None  # e.g. "accuracy", "f1"; None: eval loss
@@ -965,8 +965,10 @@ def _validate_paths(r: Recipe, where: str) -> None:
     for key in ("train_files", "validation_files"):
         for i, name in enumerate(getattr(r.data, key)):
             _check_data_file(name, f"data.{key}[{i}]", where)
-    if isinstance(r.train.resume, str) and not _exists(r.train.resume, "dir"):
-        raise _error(where, "train.resume", f"no such checkpoint directory {_show(r.train.resume)} (or use true)")
+    resume = r.train.resume
+    if isinstance(resume, str) and not _exists(resume, "dir") and _looks_local(resume.rsplit("@", 1)[0]):
+        raise _error(where, "train.resume",
+                     f"no such checkpoint directory {_show(resume)} (or true, or a Hub id org/name[@revision])")
 
 
 # ---------------------------------------------------------------------------- resolved defaults

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .errors import InputError
@@ -58,14 +59,24 @@ def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
     """Check the output directory before any heavy work; return it and what to resume from.
 
     A folder holding a finished run is never overwritten without ``train.overwrite``; a folder
-    with checkpoints but no finished run needs ``train.resume`` or ``train.overwrite``.
+    with checkpoints but no finished run needs ``train.resume`` or ``train.overwrite``. A
+    ``train.resume`` that is no local folder is a Hub id: its newest pushed checkpoint is pulled
+    into the output directory (hub.pull_checkpoint) and resumed from there.
     """
     out = Path(recipe.train.output_dir)
     resume = recipe.train.resume
     if isinstance(resume, str):
-        if not Path(resume).is_dir():
-            raise InputError(f"train.resume: checkpoint folder {resume} does not exist")
-        return out, resume
+        if Path(resume).is_dir():
+            return out, resume
+        from .hub import pull_checkpoint
+
+        finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
+        if finished and not recipe.train.overwrite:
+            raise InputError(f"{out}: holds a finished run ({finished[0]}); resume {resume} into another --output-dir")
+        out.mkdir(parents=True, exist_ok=True)
+        with PartialState().main_process_first():  # the main process pulls; the others find its copy
+            local = pull_checkpoint(resume, out)
+        return out, local
     if out.is_dir() and any(out.iterdir()) and not recipe.train.overwrite:
         finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
         last = last_complete_checkpoint(out)

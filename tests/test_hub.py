@@ -603,3 +603,63 @@ def test_recipe_with_hub_push_pushes_at_the_end(hub_server, tmp_path):
     assert {"model.safetensors", "config.json", "README.md", "recipe.yaml", "eval_results.json"} <= set(remote)
     assert json.loads(remote["eval_results.json"]) == json.loads((out / "eval_results.json").read_text())
     assert_no_token(out, proc.stdout + proc.stderr)
+
+
+@pytest.mark.slow
+def test_a_run_resumes_exactly_from_checkpoints_pushed_to_the_hub(hub_server, tmp_path):
+    """hub_strategy every_save pushes each checkpoint with its optimizer, scheduler and RNG state
+    as safetensors (no pickles); a fresh machine (new HF_HOME, empty output folder) resumes from
+    ``org/name@commit`` and ends bitwise equal to the uninterrupted run."""
+    from hfpipe.data.corpus import embedded_corpus
+    from hfpipe.tokenization import train_tokenizer
+    from safetensors.torch import load_file
+
+    # shared: tokenizer training is not bit-reproducible across processes
+    train_tokenizer(embedded_corpus()[:400], family="decoder", vocab_size=600).save_pretrained(tmp_path / "tok")
+
+    def pretrain(out, *extra):
+        env = hub_server.client_env(token=ALICE_TOKEN, hf_home=tmp_path / f"home-{out.name}")
+        return subprocess.run(
+            [sys.executable, "-m", "hfpipe", "pretrain", str(REPO_ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"),
+             "--smoke", "--max-steps", "6", "--output-dir", str(out), "--set", "train.save_steps=3",
+             "--set", f"tokenizer.name_or_path={tmp_path / 'tok'}", *extra],
+            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    straight = pretrain(tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    pushed = pretrain(tmp_path / "pushed", "--set", "hub.push=true", "--set", "hub.repo_id=alice/clm-run",
+                      "--set", "hub.hub_strategy=every_save")
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    remote = hub_server.files("alice/clm-run")
+    assert {"checkpoint-3/training_state.safetensors", "checkpoint-3/training_state.json",
+            "checkpoint-3/hfpipe_checkpoint_complete", "checkpoint-6/model.safetensors"} <= set(remote)
+    assert not [path for path in remote if path.endswith((".pt", ".pth", ".bin"))]
+    at_step_3 = hub_server.history("alice/clm-run")[-2]["oid"]  # the push made at the first save
+    assert not [path for path in hub_server.files("alice/clm-run", at_step_3) if path.startswith("checkpoint-6/")]
+
+    resumed_dir = tmp_path / "resumed"
+    resumed = pretrain(resumed_dir, "--set", f"train.resume=alice/clm-run@{at_step_3}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert {"optimizer.pt", "scheduler.pt", "rng_state.pth"} <= {p.name for p in (resumed_dir / "checkpoint-3").iterdir()}
+    assert json.loads((resumed_dir / "trainer_state.json").read_text())["global_step"] == 6
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(resumed_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert_no_token(resumed_dir, resumed.stdout + resumed.stderr)
+
+
+def test_resume_from_a_hub_repo_without_checkpoints_is_one_clear_error(hub_server, tmp_path):
+    folder = build_tiny_bert(tmp_path / "m", seed=1)
+    push(hub_server, tmp_path, {"folder": folder, "repo_id": "alice/no-ckpt"})
+    env = hub_server.client_env(token=ALICE_TOKEN, hf_home=tmp_path / "home-resume")
+    proc = subprocess.run(
+        [sys.executable, "-m", "hfpipe", "pretrain", str(REPO_ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"), "--smoke",
+         "--output-dir", str(tmp_path / "out"), "--set", "train.resume=alice/no-ckpt"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "hfpipe: error: train.resume alice/no-ckpt: the Hub repo alice/no-ckpt holds no complete checkpoint-N/ "
+        "(push the run with hub.hub_strategy: every_save, or hfpipe push --include-checkpoints)")
