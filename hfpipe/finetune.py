@@ -1,14 +1,17 @@
-"""``hfpipe finetune RECIPE`` and ``hfpipe evaluate RECIPE --model DIR``: GLUE and SQuAD.
+"""``hfpipe finetune RECIPE`` and ``hfpipe evaluate RECIPE --model DIR``: GLUE, SQuAD and
+instruction tuning.
 
-    recipe.task.name  -> tasks.glue / tasks.squad   (data, formatting, post-processing)
+    recipe.task.name  -> tasks.glue / tasks.squad / tasks.sft   (data, formatting, post-processing)
     recipe.model      -> a head on any checkpoint   (encoder: [CLS]; decoder: last token or
                                                      GPT-1 pair format; seq2seq: text-to-text)
     recipe.train      -> train.build_trainer
-    outputs           -> eval_results.json, eval_predictions.jsonl|json, the model, the card
+    outputs           -> eval_results.json, eval_predictions.jsonl|json (sft: eval_generations.jsonl),
+                         the model, the card
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 from transformers import (
+    AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
@@ -30,12 +34,14 @@ from . import models
 from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs
 from .errors import InputError
 from .metrics import load_metric
-from .tasks import glue, squad
-from .train import build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name, write_json
+from .tasks import glue, sft, squad
+from .train import (add_perplexity, build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name,
+                    write_json)
 
 logger = logging.getLogger("hfpipe.finetune")
 
 SQUAD_TASKS = ("squad", "squad_v2")
+SFT_GENERATION_SAMPLES = 8  # validation instructions answered greedily after training, for a look
 
 
 @dataclass
@@ -56,12 +62,16 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
 
         logger.warning("no data given: using hfpipe's embedded synthetic %s data (for smoke tests only)", task)
         sizes = {"num_train": data.max_train_samples or 1024, "num_eval": data.max_eval_samples or 256}
-        if task in SQUAD_TASKS:
+        if task == "sft":
+            splits = embedded_data.embedded_sft(seed=recipe.train.seed, **sizes)
+        elif task in SQUAD_TASKS:
             splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1",
                                                   seed=recipe.train.seed, **sizes)
         else:
             splits = embedded_data.embedded_glue(task, seed=recipe.train.seed, **sizes)
         names = ["hfpipe-embedded"]
+    elif task == "sft":
+        splits, names = _load_sft(recipe, train_files, validation_files, do_train), [data.dataset or "local JSON lines"]
     elif task in SQUAD_TASKS:
         version = "2.0" if task == "squad_v2" else "1.1"
         source_train = train_files[0] if train_files else data.dataset
@@ -91,6 +101,34 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
     if data.max_eval_samples:
         evaluation = {k: v.select(range(min(data.max_eval_samples, len(v)))) for k, v in evaluation.items()}
     return TaskData(train, evaluation, names)
+
+
+def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
+    """JSON-lines files or a Hub dataset; no validation set: data.validation_split_percentage held out."""
+    task, data = recipe.task, recipe.data
+    columns = {"instruction_column": task.instruction_column, "response_column": task.response_column}
+    if train_files or validation_files:
+        splits = {"train": sft.load_sft_jsonl(train_files[0], **columns)} if train_files and do_train else {}
+        if validation_files:
+            splits["validation"] = sft.load_sft_jsonl(validation_files[0], **columns)
+    else:
+        import datasets
+
+        loaded = datasets.load_dataset(data.dataset, data.dataset_config)
+        renames = {task.instruction_column: "instruction", task.response_column: "response"}
+        splits = {}
+        for name, split in (("train", "train"), ("validation", "validation"), ("validation", "test")):
+            if split in loaded and name not in splits:
+                missing = [c for c in renames if c not in loaded[split].column_names]
+                if missing:
+                    raise InputError(f"{data.dataset} [{split}]: no column {missing[0]!r} (task.instruction_column / "
+                                     f"task.response_column); it has {loaded[split].column_names}")
+                kept = loaded[split].select_columns(list(renames))
+                splits[name] = kept.rename_columns({k: v for k, v in renames.items() if k != v})
+    if "validation" not in splits and "train" in splits and data.validation_split_percentage > 0:
+        held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100, seed=recipe.train.seed)
+        splits = {"train": held["train"], "validation": held["test"]}
+    return splits
 
 
 # ---------------------------------------------------------------------------- tokenizer and model
@@ -258,6 +296,47 @@ def _predict_splits(trainer, evaluation: dict, to_predictions) -> tuple[dict, di
     return metrics, predictions
 
 
+# ----------------------------------------------------------------------------- instruction tuning
+def run_sft(recipe, data: TaskData, do_train: bool, resume_from):
+    """Causal-LM loss on the response tokens of each pair; eval loss, perplexity and a few greedy answers."""
+    texts = lambda: (t for row in data.train or [] for t in (row["instruction"], row["response"]))  # noqa: E731
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForCausalLM, texts)
+    sft.ensure_chat_template(tokenizer, recipe.task.chat_template)  # saved with the tokenizer, for inference
+    model = adapt(recipe, model)
+    max_length = recipe.task.max_seq_length
+    train = sft.tokenize_sft(data.train, tokenizer, max_length, "train") if data.train is not None else None
+    validation = data.evaluation.get("validation")
+    features = sft.tokenize_sft(validation, tokenizer, max_length, "validation") if validation is not None else None
+    # pads input_ids with the pad token and labels with -100: padding never enters the loss
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=sft.IGNORE_INDEX)
+    trainer, _ = build_trainer(recipe, model, tokenizer, train, features, collator)
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    metrics = {}
+    if features is not None:
+        metrics = add_perplexity({standard_metric_name(k): v for k, v in trainer.evaluate().items()})
+    samples = validation.select(range(min(SFT_GENERATION_SAMPLES, len(validation)))) if validation is not None else []
+    return trainer, train_result, metrics, {"sft": _answer(trainer, tokenizer, samples, max_length)}, tokenizer
+
+
+def _answer(trainer, tokenizer, rows, max_length: int) -> list[dict]:
+    """Greedy answers to ``rows``' instructions, prompted with the chat template as in training."""
+    import torch
+
+    model = trainer.model.eval()
+    out = []
+    for row in rows:
+        prompt = tokenizer(sft.render(tokenizer, row["instruction"]), add_special_tokens=False, return_tensors="pt")
+        room = max_length - prompt["input_ids"].shape[1]
+        if room <= 0:
+            continue
+        with torch.no_grad():
+            generated = model.generate(**prompt.to(trainer.args.device), max_new_tokens=min(room, 64), do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        answer = tokenizer.decode(generated[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        out.append({"instruction": row["instruction"], "reference": row["response"], "generated": answer.strip()})
+    return out
+
+
 # ------------------------------------------------------------------------------------------ SQuAD
 def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
     if recipe.model.family == "seq2seq":
@@ -299,6 +378,9 @@ def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
 
 # ---------------------------------------------------------------------------------------- driver
 def _write_predictions(output_dir, predictions: dict) -> None:
+    if "sft" in predictions:
+        with open(output_dir / "eval_generations.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions["sft"])
     if "squad" in predictions:
         write_json(output_dir / "eval_predictions.json", predictions["squad"])
     if "glue" in predictions:
@@ -317,7 +399,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     data = load_task_data(recipe, do_train)
-    runner = run_squad if recipe.task.name in SQUAD_TASKS else run_glue
+    runner = run_sft if recipe.task.name == "sft" else run_squad if recipe.task.name in SQUAD_TASKS else run_glue
     trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)
     if trainer.is_world_process_zero():
         _write_predictions(output_dir, predictions)

@@ -86,6 +86,7 @@ OBJECTIVE_FAMILY: dict[str, str] = {
     "prefix_lm": "seq2seq",
 }
 SQUAD_TASKS = ("squad", "squad_v2")
+SFT_TASK = "sft"  # instruction tuning (hfpipe.tasks.sft)
 # GLUE's task list is fixed by the benchmark; used only when hfpipe.tasks.glue cannot be imported.
 _GLUE_FALLBACK = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 _SINGLE_SENTENCE_GLUE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
@@ -180,7 +181,7 @@ class DataSection:
 
 @dataclass
 class TaskSection:
-    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2; required
+    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per (pair of) input text(s)
     doc_stride: int = checked(128, AT_LEAST_ONE)  # SQuAD: overlap between windows of a long context
     n_best_size: int = checked(20, AT_LEAST_ONE)  # SQuAD: start/end candidates kept per window
@@ -188,6 +189,9 @@ class TaskSection:
     null_score_diff_threshold: float = 0.0  # SQuAD v2: predict "" when null score - best span > this
     pair_format: Literal["plain", "gpt"] | None = None  # gpt: [START] a [DELIM] b [EXTRACT] (GPT-1); None: gpt for decoders
     text_to_text: bool | None = None  # seq2seq: labels as words, generated (T5); None: true for seq2seq
+    instruction_column: str = "instruction"  # sft: the JSON key / dataset column of the instruction
+    response_column: str = "response"  # sft: ... of the response (the only tokens with a loss)
+    chat_template: str | None = None  # sft: Jinja chat template; None: the tokenizer's own, else hfpipe's plain one
 
 
 @dataclass
@@ -808,7 +812,7 @@ def _validate(r: Recipe, where: str) -> None:
         if r.objective is not None:
             raise _error(where, "objective", f"only for kind: pretrain, got kind: {r.kind}")
         if r.task is None:
-            raise _error(where, "task", f"required for kind: {r.kind} (task.name: a GLUE task, squad or squad_v2)")
+            raise _error(where, "task", f"required for kind: {r.kind} (task.name: a GLUE task, squad, squad_v2 or sft)")
         _validate_task(r, where)
     if r.kind != "icl" and r.icl is not None:
         raise _error(where, "icl", f"only for kind: icl, got kind: {r.kind}")
@@ -840,13 +844,15 @@ def _validate(r: Recipe, where: str) -> None:
 
 def _validate_task(r: Recipe, where: str) -> None:
     task, family = r.task, r.model.family
-    valid = (*glue_task_names(), *SQUAD_TASKS)
+    valid = (*glue_task_names(), *SQUAD_TASKS) + ((SFT_TASK,) if r.kind == "finetune" else ())
     if task.name not in valid:
         raise _error(where, "task.name", f"unknown task {_show(task.name)}{_did_you_mean(task.name, valid)}; known: "
                      + ", ".join(valid))
     if task.name in SQUAD_TASKS and task.doc_stride >= task.max_seq_length:
         raise _error(where, "task.doc_stride",
                      f"must be smaller than task.max_seq_length ({task.max_seq_length}), got {task.doc_stride}")
+    if task.name == SFT_TASK and family != "decoder":
+        raise _error(where, "model.family", f"sft (instruction tuning) trains a decoder, got {family}")
     if task.pair_format == "gpt" and family != "decoder":
         raise _error(where, "task.pair_format",
                      f"gpt ([START] a [DELIM] b [EXTRACT], GPT-1) is for decoders, got model.family: {family}")

@@ -3,6 +3,7 @@
     from hfpipe.data.embedded import embedded_glue, embedded_squad
     ds = embedded_glue("mrpc")            # DatasetDict train (256) / validation (64), load_glue's features
     qa = embedded_squad(version="v2")     # DatasetDict train (128) / validation (32), SQUAD_FEATURES
+    sft = embedded_sft()                  # (instruction, response) pairs, train (256) / validation (64)
 
 GLUE and SQuAD cannot ship in the repository and the Hub may be unreachable, so these tasks are
 SYNTHETIC: their texts are real sentences (Python standard-library docstrings, from
@@ -369,3 +370,35 @@ def _unanswerable_question(pool: _SentencePool, doc_id: int, context: str, rng: 
         cue = " ".join(words[start:start + CUE_WORDS])
         if other_doc != doc_id and cue not in context:
             return f'What follows "{cue}" in the text?'
+
+
+# ----------------------------------------------------------------------------------------------
+# Instruction tuning
+
+# Instructions whose answers follow from the sentence alone, so a small model can learn them.
+_SFT_INSTRUCTIONS = {
+    "repeat": ("Repeat this sentence: {s}", lambda s: s),
+    "first": ("What is the first word of this sentence? {s}", lambda s: _WORD.findall(s)[0]),
+    "last": ("What is the last word of this sentence? {s}", lambda s: _WORD.findall(s)[-1]),
+    "count": ("How many words does this sentence have? {s}", lambda s: str(len(s.split()))),
+}
+
+
+def embedded_sft(num_train: int = 256, num_eval: int = 64, seed: int = 0) -> datasets.DatasetDict:
+    """Synthetic (instruction, response) pairs on corpus sentences: repeat a sentence, name its
+    first or last word, count its words (the four kinds in equal shares). ``train`` and
+    ``validation`` come from disjoint docstrings; columns ``instruction`` and ``response``."""
+    _check_size("num_train", num_train)
+    _check_size("num_eval", num_eval)
+    pools, kinds = _pools(), sorted(_SFT_INSTRUCTIONS)
+    splits = {}
+    for split, num_rows in (("train", num_train), ("validation", num_eval)):
+        rng = _split_rng(seed, "sft", split)
+        rows = {"instruction": [], "response": []}
+        for kind in _balanced_labels(num_rows, len(kinds), rng):
+            template, answer = _SFT_INSTRUCTIONS[kinds[kind]]
+            _, sentence = rng.choice(pools[split].sentences)
+            rows["instruction"].append(template.format(s=sentence))
+            rows["response"].append(answer(sentence))
+        splits[split] = datasets.Dataset.from_dict(rows)
+    return datasets.DatasetDict(splits)

@@ -1,0 +1,141 @@
+"""Instruction tuning: supervised finetuning of a decoder on (instruction, response) pairs, with
+the loss on the response tokens only.
+
+    rows = load_sft_jsonl("train.jsonl")                  # {"instruction": ..., "response": ...} per line
+    tokenizer = ensure_chat_template(tokenizer)            # the tokenizer's own, else DEFAULT_CHAT_TEMPLATE
+    features = sft_features(tokenizer, "Name a colour.", "Blue.", max_length=512)
+    # features["labels"]: -100 over the prompt, the token ids over "Blue." + the end-of-turn marker
+
+Each pair is rendered with the tokenizer's chat template as a user turn and an assistant turn. The
+prompt -- the user turn followed by the generation prompt, exactly what
+``apply_chat_template(messages, add_generation_prompt=True)`` gives at inference -- must be a
+prefix of the rendered pair; every token that starts at or after the prompt's end is a response
+token and keeps its label, every other label is -100. The template is saved with the tokenizer,
+so the finetuned model is prompted exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+
+from ..errors import InputError
+
+logger = logging.getLogger("hfpipe.sft")
+
+IGNORE_INDEX = -100  # labels transformers' cross-entropy skips
+# For tokenizers without a template (base models): plain-text markers, so no token is added and no
+# embedding resized; the end of the response is the EOS token, so generation learns to stop.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'user' %}{{ '### Instruction:\\n' + message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '### Response:\\n' + message['content'] + eos_token }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response:\\n' }}{% endif %}"
+)
+
+
+def load_sft_jsonl(path: str | Path, instruction_column: str = "instruction",
+                   response_column: str = "response") -> datasets.Dataset:
+    """A JSON-lines file of pairs as a Dataset with ``instruction`` and ``response`` columns.
+
+    Every line must be an object holding both keys as non-empty strings; the first that is not
+    raises InputError naming the file and line. Blank lines are skipped; other keys are ignored.
+    """
+    path = Path(path)
+    rows = {"instruction": [], "response": []}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected JSON lines") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg}); expected one object per line") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object with {instruction_column!r} and {response_column!r}")
+        for key, target in ((instruction_column, "instruction"), (response_column, "response")):
+            value = row.get(key)
+            if not isinstance(value, str) or not value.strip():
+                found = "missing" if key not in row else f"got {value!r}"[:80]
+                raise InputError(f"{where}: {key!r} must be a non-empty string ({found})")
+            rows[target].append(value)
+    if not rows["instruction"]:
+        raise InputError(f"{path}: no (instruction, response) pairs in the file")
+    return datasets.Dataset.from_dict(rows)
+
+
+def ensure_chat_template(tokenizer, template: str | None = None):
+    """Give ``tokenizer`` the recipe's template, else keep its own, else DEFAULT_CHAT_TEMPLATE."""
+    if template is not None:
+        tokenizer.chat_template = template
+    elif not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    if tokenizer.eos_token is None:
+        raise InputError("task: instruction tuning needs a tokenizer with an EOS token (the end of a response)")
+    return tokenizer
+
+
+def render(tokenizer, instruction: str, response: str | None = None) -> str:
+    """The chat-template text of one pair; without a response, the prompt that asks for one."""
+    messages = [{"role": "user", "content": instruction}]
+    if response is None:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    messages.append({"role": "assistant", "content": response})
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def sft_features(tokenizer, instruction: str, response: str, max_length: int | None = None) -> dict | None:
+    """input_ids, attention_mask and labels of one pair (labels -100 outside the response).
+
+    None when the pair is longer than ``max_length`` tokens: the caller counts and reports those,
+    rather than training on a response cut off before its end.
+    """
+    prompt, full = render(tokenizer, instruction), render(tokenizer, instruction, response)
+    if not full.startswith(prompt):
+        raise InputError("task.chat_template: the generation prompt (add_generation_prompt=True) is not a prefix of "
+                         "the rendered (instruction, response) pair, so the response cannot be located")
+    # The template writes the special tokens (BOS, EOS) itself: add none a second time.
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    if max_length is not None and len(encoded["input_ids"]) > max_length:
+        return None
+    boundary = len(prompt)
+    labels = [token if start >= boundary else IGNORE_INDEX
+              for token, (start, _) in zip(encoded["input_ids"], encoded["offset_mapping"])]
+    if all(label == IGNORE_INDEX for label in labels):
+        raise InputError(f"the response {response[:40]!r} gave no tokens after the prompt: check the chat template")
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels}
+
+
+def tokenize_sft(dataset: datasets.Dataset, tokenizer, max_length: int, split: str) -> datasets.Dataset:
+    """Features of every pair; pairs longer than ``max_length`` are left out, counted and reported."""
+    def encode(batch):
+        out = {"input_ids": [], "attention_mask": [], "labels": []}
+        for instruction, response in zip(batch["instruction"], batch["response"]):
+            features = sft_features(tokenizer, instruction, response, max_length)
+            if features is not None:
+                for key in out:
+                    out[key].append(features[key])
+        return out
+
+    features = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"tokenizing {split}")
+    dropped = len(dataset) - len(features)
+    if dropped == len(dataset):
+        raise InputError(f"{split}: every (instruction, response) pair is longer than task.max_seq_length "
+                         f"({max_length} tokens); raise it")
+    if dropped:
+        logger.warning(
+            "%s: left out %d of %d pairs longer than task.max_seq_length (%d tokens); raise it to keep them",
+            split, dropped, len(dataset), max_length)
+    return features
+
+
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "load_sft_jsonl", "ensure_chat_template", "render", "sft_features", "tokenize_sft"]
