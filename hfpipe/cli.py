@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--do-sample", action="store_true", help="sample (implied by temperature/top-k/top-p)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--no-stream", action="store_true", help="print when done instead of token by token")
+    gen.add_argument("--chat", action="store_true", help="prompt as a user turn of the tokenizer's chat template")
 
     conv = verbs.add_parser("convert", help="a transformers BERT / GPT-2 / T5 checkpoint -> hfpipe")
     conv.add_argument("src")

@@ -3,7 +3,9 @@
 Decoders and encoder-decoders, hfpipe or transformers checkpoints. Greedy when temperature is
 0 (or no sampling option is given); sampling with temperature / top-k / top-p; beam search;
 repetition penalty. Tokens stream to the terminal for a single prompt; several prompts (repeated
---prompt or --prompt-file, one per line) run as one left-padded batch.
+--prompt or --prompt-file, one per line) run as one left-padded batch. ``--chat`` sends each
+prompt as a user turn through the tokenizer's chat template, as instruction tuning
+(``task.name: sft``) trained the model.
 """
 
 from __future__ import annotations
@@ -50,10 +52,18 @@ def load_generator(reference: str, trust_remote_code: bool = False):
     return model.eval(), tokenizer
 
 
-def generate(model, tokenizer, prompts: list[str], seed: int = 0, stream: bool = False, **kwargs) -> list[str]:
-    """Continuations of ``prompts`` (without the prompt for decoders)."""
+def generate(model, tokenizer, prompts: list[str], seed: int = 0, stream: bool = False, chat: bool = False,
+             **kwargs) -> list[str]:
+    """Continuations of ``prompts`` (without the prompt for decoders); ``chat``: answers to them as
+    user turns of the tokenizer's chat template."""
     torch.manual_seed(seed)
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError("--chat: the model's tokenizer has no chat template (instruction-tune it with task sft)")
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
+    # a chat template writes its special tokens itself
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
     batch.pop("token_type_ids", None)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     with torch.no_grad():
@@ -78,10 +88,11 @@ def run_generate(args) -> list[str]:
     model, tokenizer = load_generator(args.model)
     stream = len(prompts) == 1 and args.num_beams == 1 and not args.no_stream
     if stream:
-        print(prompts[0], end="", flush=True)
-    texts = generate(model, tokenizer, prompts, seed=args.seed, stream=stream, **kwargs)
+        print(prompts[0] + ("\n" if args.chat else ""), end="", flush=True)
+    texts = generate(model, tokenizer, prompts, seed=args.seed, stream=stream, chat=args.chat, **kwargs)
     if not stream:
         separator = "\n" + "-" * 40 + "\n" if len(prompts) > 1 else "\n"
         echo_prompt = not model.config.is_encoder_decoder  # a decoder's output continues its prompt
-        sys.stdout.write(separator.join((p if echo_prompt else "") + t for p, t in zip(prompts, texts)) + "\n")
+        shown = [(p + ("\n" if args.chat else "") if echo_prompt else "") + t for p, t in zip(prompts, texts)]
+        sys.stdout.write(separator.join(shown) + "\n")
     return texts

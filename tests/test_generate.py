@@ -80,3 +80,14 @@ def test_bad_generation_options_are_input_errors():
         generation_kwargs(top_p=1.5)
     with pytest.raises(InputError):
         generation_kwargs(max_new_tokens=0)
+
+
+def test_chat_prompts_go_through_the_chat_template(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    options = generation_kwargs(max_new_tokens=8)
+    with pytest.raises(InputError, match="no chat template"):
+        generate(model, tokenizer, PROMPTS, chat=True, **options)
+    tokenizer.chat_template = ("{% for m in messages %}w9 {{ m['content'] }} w10 {% endfor %}"
+                               "{% if add_generation_prompt %}w11{% endif %}")
+    templated = [f"w9 {p} w10 w11" for p in PROMPTS]
+    assert generate(model, tokenizer, PROMPTS, chat=True, **options) == generate(model, tokenizer, templated, **options)
