@@ -27,23 +27,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hfpipe.models.convert import convert_model  # noqa: E402
 
 SIZES = {
-    # (layers, hidden, heads, ffn)
+    # (layers, hidden, heads, ffn); base is BERT-base, GPT-2 small (124M) and T5-base with
+    # transformers' default vocabularies (30522, 50257, 32128)
+    "tiny": (2, 64, 4, 256),
     "small": (4, 256, 4, 1024),
     "base": (12, 768, 12, 3072),
 }
 
 
-def reference(family: str, size: str):
+def reference(family: str, size: str, vocab_size: int | None = None):
+    """The transformers reference model of ``family`` at ``size``; ``vocab_size`` None keeps
+    transformers' default (the real model's) vocabulary."""
     layers, hidden, heads, ffn = SIZES[size]
+    vocab = {} if vocab_size is None else {"vocab_size": vocab_size}
     if family == "encoder":
         config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                            intermediate_size=ffn, attn_implementation="sdpa")
+                            intermediate_size=ffn, attn_implementation="sdpa", **vocab)
         return BertForPreTraining(config)
     if family == "decoder":
-        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=ffn, attn_implementation="sdpa")
+        if vocab_size is not None:  # GPT-2 puts <|endoftext|> on the last id
+            vocab.update(bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+        config = GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_inner=ffn, attn_implementation="sdpa", **vocab)
         return GPT2LMHeadModel(config)
     config = T5Config(d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers, num_heads=heads, decoder_start_token_id=0,
-                      attn_implementation="sdpa")
+                      attn_implementation="sdpa", **vocab)
     return T5ForConditionalGeneration(config)
 
 

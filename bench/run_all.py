@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["models.py", "peft_memory.py", "collators.py", "corpus.py", "squad_preprocess.py"]
+BENCHMARKS = ["models.py", "speed.py", "peft_memory.py", "collators.py", "corpus.py", "squad_preprocess.py"]
 
 
 def main() -> int:
