@@ -162,13 +162,21 @@ class HfpipeConfig(PreTrainedConfig):
 
 
 class HfpipeEncoderConfig(HfpipeConfig):
-    """Bidirectional encoder (BERT family). Defaults: BERT-base."""
+    """Bidirectional encoder (BERT family). Defaults: BERT-base.
+
+    Extra args:
+        sparse_prediction: while training with MLM labels, run the MLM head on the predicted
+            positions only (ModernBERT's option of the same name); ``prediction_logits`` /
+            ``logits`` are then (number of predicted positions, vocab), in row-major order.
+            Evaluation and inference always give (batch, length, vocab).
+    """
 
     model_type = "hfpipe_encoder"
 
     # transformers 5 replaces the __init__ of a config subclass that does not define one
     # with a generated dataclass __init__, which would skip HfpipeConfig's.
-    def __init__(self, **kwargs):
+    def __init__(self, sparse_prediction: bool = False, **kwargs):
+        self.sparse_prediction = sparse_prediction
         super().__init__(**kwargs)
 
 

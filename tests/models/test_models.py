@@ -256,3 +256,34 @@ def test_gradient_accumulation_normalisation_matches_one_big_batch():
     halves = sum(model(input_ids=ids[i:i + 2], labels=labels[i:i + 2], num_items_in_batch=total).loss
                  for i in (0, 2))
     assert abs(full.item() - halves.item()) < 1e-5
+
+
+@pytest.mark.parametrize("head", ["pretraining", "masked_lm"])
+def test_sparse_prediction_gives_the_dense_loss_and_gradients(head):
+    """config.sparse_prediction runs the MLM head on the predicted positions only, in training."""
+    import hfpipe
+
+    from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
+
+    auto = {"pretraining": AutoModelForPreTraining, "masked_lm": AutoModelForMaskedLM}[head]
+    torch.manual_seed(0)
+    config = hfpipe.config_for("encoder", "tiny", vocab_size=97, hidden_dropout_prob=0.0,
+                               attention_probs_dropout_prob=0.0)
+    dense = auto.from_config(config).train()
+    sparse = auto.from_config(hfpipe.config_for("encoder", "tiny", vocab_size=97, hidden_dropout_prob=0.0,
+                                                attention_probs_dropout_prob=0.0, sparse_prediction=True)).train()
+    sparse.load_state_dict(dense.state_dict())
+    ids = torch.randint(5, 97, (3, 16), generator=torch.Generator().manual_seed(1))
+    labels = torch.full_like(ids, -100)
+    labels[:, ::5] = ids[:, ::5]
+    extra = {"next_sentence_label": torch.tensor([0, 1, 0])} if head == "pretraining" else {}
+    outs = [m(input_ids=ids, labels=labels, num_items_in_batch=torch.tensor(9), **extra) for m in (dense, sparse)]
+    for out in outs:
+        out.loss.backward()
+    torch.testing.assert_close(outs[1].loss, outs[0].loss, atol=1e-6, rtol=1e-6)
+    logits = outs[1].prediction_logits if head == "pretraining" else outs[1].logits
+    assert logits.shape == (int((labels != -100).sum()), 97)
+    for (name, a), b in zip(dense.named_parameters(), sparse.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5, msg=name)
+    sparse.eval()
+    assert sparse(input_ids=ids, labels=labels, **extra)[1].shape == (3, 16, 97)  # dense outside training
