@@ -126,7 +126,8 @@ def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
                 kept = loaded[split].select_columns(list(renames))
                 splits[name] = kept.rename_columns({k: v for k, v in renames.items() if k != v})
     if "validation" not in splits and "train" in splits and data.validation_split_percentage > 0:
-        held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100, seed=recipe.train.seed)
+        held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100,
+                                                seed=recipe.train.seed)
         splits = {"train": held["train"], "validation": held["test"]}
     return splits
 
@@ -314,26 +315,33 @@ def run_sft(recipe, data: TaskData, do_train: bool, resume_from):
     metrics = {}
     if features is not None:
         metrics = add_perplexity({standard_metric_name(k): v for k, v in trainer.evaluate().items()})
-    samples = validation.select(range(min(SFT_GENERATION_SAMPLES, len(validation)))) if validation is not None else []
-    return trainer, train_result, metrics, {"sft": _answer(trainer, tokenizer, samples, max_length)}, tokenizer
+    answers = _answer(trainer, tokenizer, validation if validation is not None else [], max_length)
+    return trainer, train_result, metrics, {"sft": answers}, tokenizer
 
 
 def _answer(trainer, tokenizer, rows, max_length: int) -> list[dict]:
-    """Greedy answers to ``rows``' instructions, prompted with the chat template as in training."""
+    """Greedy answers to the first SFT_GENERATION_SAMPLES instructions whose prompt leaves room
+    for an answer within max_length, prompted with the chat template as in training."""
     import torch
 
     model = trainer.model.eval()
-    out = []
+    out, passed_over = [], 0
     for row in rows:
+        if len(out) == SFT_GENERATION_SAMPLES:
+            break
         prompt = tokenizer(sft.render(tokenizer, row["instruction"]), add_special_tokens=False, return_tensors="pt")
         room = max_length - prompt["input_ids"].shape[1]
         if room <= 0:
+            passed_over += 1
             continue
         with torch.no_grad():
             generated = model.generate(**prompt.to(trainer.args.device), max_new_tokens=min(room, 64), do_sample=False,
                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         answer = tokenizer.decode(generated[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
         out.append({"instruction": row["instruction"], "reference": row["response"], "generated": answer.strip()})
+    if passed_over:
+        logger.info("eval_generations.jsonl: passed over %d validation instruction(s) whose prompt fills "
+                    "task.max_seq_length", passed_over)
     return out
 
 

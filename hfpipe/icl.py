@@ -33,46 +33,61 @@ def default_template(spec) -> str:
 
 
 def fill(template: str, row: dict, spec, label: str | None) -> str:
-    """One demonstration (label given) or the query (label None: the text before {label})."""
-    a, b = glue.encoder_inputs(row, spec)
+    """One demonstration (label given) or the query (label None: the text before {label}).
+    Texts are stripped: GLUE's SST-2 sentences end with a space, which would sit before the newline."""
+    a, b = (text.strip() if text else text for text in glue.encoder_inputs(row, spec))
     values = {"text": a, "text_a": a, "text_b": b or ""}
     if label is None:
         return template.split("{label}")[0].format(**values)
     return template.format(label=label, **values)
 
 
-def draw_demonstrations(train, k: int, balanced: bool, rng: random.Random, label_count: int) -> list[dict]:
-    """k training rows; balanced: round-robin over labels (shuffled), as even as k allows."""
+def rows_by_label(train) -> dict[int, list[int]]:
+    """Training row indices of each label, built once per run (the training set can be large)."""
+    by_label: dict[int, list[int]] = {}
+    for i, label in enumerate(train["label"]):
+        by_label.setdefault(label, []).append(i)
+    return by_label
+
+
+def draw_demonstrations(train, k: int, balanced: bool, rng: random.Random, label_count: int,
+                        by_label: dict[int, list[int]] | None = None) -> list[dict]:
+    """k distinct training rows; balanced: labels in turn from a shuffled order, as even as k allows."""
     if k == 0:
         return []
     if not balanced:
-        return [train[i] for i in rng.sample(range(len(train)), k)]
-    by_label = {}
-    for i, label in enumerate(train["label"]):
-        by_label.setdefault(label, []).append(i)
+        return [train[i] for i in rng.sample(range(len(train)), min(k, len(train)))]
+    by_label = by_label if by_label is not None else rows_by_label(train)
     order = [label for label in range(label_count) if label in by_label]
     rng.shuffle(order)
-    picks = [rng.choice(by_label[order[j % len(order)]]) for j in range(k)]
+    wanted = [order[j % len(order)] for j in range(k)]
+    picks = [i for label in order
+             for i in rng.sample(by_label[label], min(wanted.count(label), len(by_label[label])))]
     rng.shuffle(picks)
     return [train[i] for i in picks]
 
 
 @torch.no_grad()
-def score_continuations(model, tokenizer, prompts: list[str], words: list[str], batch_size: int = 16) -> np.ndarray:
+def score_continuations(model, tokenizer, prompts: list[str], words: list[str], batch_size: int = 16,
+                        max_length: int | None = None) -> np.ndarray:
     """Sum of token log-probabilities of each word after each prompt: (len(prompts), len(words)).
 
     The prompt's trailing space joins the word (" great"), as a BPE tokenizer would see it
     in running text; prompt and word are tokenized separately so the scored tokens are exactly
-    the word's.
+    the word's. With ``max_length``, a prompt too long for prompt + word loses its oldest tokens
+    (the caller counts and reports those).
     """
     pairs = []
     for prompt in prompts:
         stem, space = (prompt[:-1], " ") if prompt.endswith(" ") else (prompt, "")
         stem_ids = tokenizer(stem, add_special_tokens=False)["input_ids"]
-        if tokenizer.bos_token_id is not None and not model.config.is_encoder_decoder:
-            stem_ids = [tokenizer.bos_token_id] + stem_ids
+        decoder_bos = tokenizer.bos_token_id is not None and not model.config.is_encoder_decoder
+        bos = [tokenizer.bos_token_id] if decoder_bos else []
         for word in words:
-            pairs.append((stem_ids, tokenizer(space + word, add_special_tokens=False)["input_ids"]))
+            word_ids = tokenizer(space + word, add_special_tokens=False)["input_ids"]
+            room = None if max_length is None else max_length - len(word_ids) - len(bos) - 1  # -1: seq2seq's EOS
+            kept = stem_ids[-room:] if room is not None and len(stem_ids) > room else stem_ids
+            pairs.append((bos + kept, word_ids))
     scores = []
     device = next(model.parameters()).device
     for start in range(0, len(pairs), batch_size):
@@ -104,10 +119,11 @@ def _score_chunk(model, tokenizer, chunk, device) -> list[float]:
             targets[i, len(stem): len(row)] = torch.tensor(word)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
         targets = targets[:, 1:].to(device)
-    log_probs = F.log_softmax(logits.float(), dim=-1)
+    # log-softmax over the scored positions only, not every position of the batch
     chosen = targets != -100
-    token_scores = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * chosen
-    return token_scores.sum(-1).tolist()
+    log_probs = F.log_softmax(logits[chosen].float(), dim=-1).gather(-1, targets[chosen].unsqueeze(-1)).squeeze(-1)
+    rows = chosen.nonzero()[:, 0]
+    return torch.zeros(len(chunk), device=log_probs.device).index_add_(0, rows, log_probs).tolist()
 
 
 def context_length(model, recipe) -> int:
@@ -121,29 +137,38 @@ def evaluate_shots(model, tokenizer, train, evaluation, spec, k: int, icl, max_l
     verbalizer = icl.verbalizer or {name: name for name in spec.label_names}
     words = [verbalizer[name] for name in spec.label_names]
     rng = random.Random(f"{icl.seed}-{k}")
-    prompts, lengths, shortened = [], [], 0
-    budget = max_length - max(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words) - 1
+    by_label = rows_by_label(train) if k and icl.balanced else None
+    prompts, lengths, shortened, cut = [], [], 0, 0
+    word_tokens = max(len(tokenizer(" " + w, add_special_tokens=False)["input_ids"]) for w in words)
+    budget = max_length - word_tokens - 2  # room for the word, a BOS (decoders) or EOS (encoder-decoders)
     for row in evaluation:
-        demos = draw_demonstrations(train, k, icl.balanced, rng, spec.num_labels)
+        demos = draw_demonstrations(train, k, icl.balanced, rng, spec.num_labels, by_label)
         parts = [fill(template, d, spec, verbalizer[spec.label_names[d["label"]]]) for d in demos]
         query = fill(template, row, spec, None)
         prompt = icl.separator.join([*parts, query])
-        while parts and len(tokenizer(prompt)["input_ids"]) > budget:
+        length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        while parts and length > budget:
             parts.pop(0)  # drop the oldest demonstration until the prompt fits the context
             prompt = icl.separator.join([*parts, query])
+            length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
         shortened += len(parts) < len(demos)
+        cut += length > budget  # the query alone is too long: score_continuations keeps its end
         prompts.append(prompt)
-        lengths.append(len(tokenizer(prompt)["input_ids"]))
+        lengths.append(min(length, budget))
     if shortened:
         logger.warning("%d-shot: %d of %d prompts exceeded the context of %d tokens and lost demonstrations",
                        k, shortened, len(prompts), max_length)
-    scores = score_continuations(model, tokenizer, prompts, words)
+    if cut:
+        logger.warning("%d-shot: %d of %d queries alone exceed the context of %d tokens; their beginning is cut",
+                       k, cut, len(prompts), max_length)
+    scores = score_continuations(model, tokenizer, prompts, words, max_length=max_length)
     predictions = scores.argmax(-1)
     labels = np.array(evaluation["label"])
     metrics = {
         f"accuracy_{k}shot": float((predictions == labels).mean()),
         f"prompt_tokens_{k}shot": float(np.mean(lengths)),
         f"shortened_prompts_{k}shot": shortened,
+        f"cut_queries_{k}shot": cut,
     }
     return metrics, predictions
 

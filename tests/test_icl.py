@@ -76,3 +76,19 @@ def test_balanced_demonstrations_and_template_filling():
     row = {"sentence": "a fine film", "label": 1, "idx": 0}
     assert fill("Review: {text}\nSentiment: {label}", row, spec, "great") == "Review: a fine film\nSentiment: great"
     assert fill("Review: {text}\nSentiment: {label}", row, spec, None) == "Review: a fine film\nSentiment: "
+
+
+def test_demonstrations_are_distinct_and_a_too_long_query_keeps_its_end(tokenizer):
+    train = Dataset.from_dict({"sentence": [f"s{i}" for i in range(20)], "label": [0] * 15 + [1] * 5,
+                               "idx": list(range(20))})
+    for seed in range(20):
+        demos = draw_demonstrations(train, 8, True, random.Random(seed), 2)
+        assert len({d["idx"] for d in demos}) == 8 and sorted(d["label"] for d in demos) == [0] * 4 + [1] * 4
+    # a prompt longer than the model's 16 positions: only its last tokens are scored against
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(WORDS), n_embd=16, n_layer=1, n_head=2, n_positions=16)).eval()
+    long_prompt = "Review: " + "good film " * 20 + "Sentiment: "
+    scores = score_continuations(model, tokenizer, [long_prompt], ["great"], max_length=16)
+    prefix = tokenizer(long_prompt.rstrip(" "), add_special_tokens=False)["input_ids"][-14:]  # 16 - word - 1
+    expected = naive_log_likelihood(model, prefix, tokenizer(" great", add_special_tokens=False)["input_ids"])
+    assert scores[0, 0] == pytest.approx(expected, abs=1e-5)

@@ -174,8 +174,18 @@ def test_sft_recipe_trains_on_jsonl_and_learns(tmp_path, recipe):
     train = _write_pairs(tmp_path / "train.jsonl", "train", 256)
     dev = _write_pairs(tmp_path / "dev.jsonl", "validation", 32)
     out = tmp_path / "out"
+    base = []
+    if "lora" in recipe:  # a saved base checkpoint, so that the adapter can be merged into it afterwards
+        base_dir = tmp_path / "base"
+        tokenizer = train_tokenizer(embedded_corpus()[:300], family="decoder", vocab_size=500)
+        tokenizer.save_pretrained(base_dir)
+        torch.manual_seed(0)
+        config = hfpipe.config_for("decoder", "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                   eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+        AutoModelForCausalLM.from_config(config).save_pretrained(base_dir)
+        base = ["--model", base_dir]
     result = _hfpipe("finetune", ROOT / "recipes" / recipe, "--smoke", "--train-file", train,
-                     "--validation-file", dev, "--output-dir", out, "--max-steps", "40",
+                     "--validation-file", dev, "--output-dir", out, "--max-steps", "40", *base,
                      "--set", "train.learning_rate=3.0e-3", "--set", "train.eval_steps=20")
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((out / "loss_history.json").read_text())
@@ -185,10 +195,15 @@ def test_sft_recipe_trains_on_jsonl_and_learns(tmp_path, recipe):
     assert results["perplexity"] == pytest.approx(2.718281828459045 ** results["eval_loss"], rel=1e-6)
     generations = [json.loads(line) for line in (out / "eval_generations.jsonl").read_text().splitlines()]
     assert len(generations) == 8 and {"instruction", "reference", "generated"} <= set(generations[0])
-    assert (out / "chat_template.jinja").is_file() or "chat_template" in json.loads(
-        (out / "tokenizer_config.json").read_text())
     if "lora" in recipe:
         from peft import PeftConfig
 
         assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
         assert PeftConfig.from_pretrained(out).task_type == "CAUSAL_LM"
+        merged = _hfpipe("merge", out, tmp_path / "merged")
+        assert merged.returncode == 0, merged.stderr[-2000:]
+        out = tmp_path / "merged"
+    # the finetuned model answers through its chat template, in plain transformers code too
+    answer = _hfpipe("generate", out, "--chat", "--prompt", "Repeat this sentence: a b c.", "--max-new-tokens", "5")
+    assert answer.returncode == 0 and answer.stdout.startswith("Repeat this sentence: a b c.\n"), answer.stderr[-2000:]
+    assert AutoTokenizer.from_pretrained(out).chat_template == sft.DEFAULT_CHAT_TEMPLATE
