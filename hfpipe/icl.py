@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, set_seed
 
 from .errors import InputError
@@ -69,7 +70,7 @@ def draw_demonstrations(train, k: int, balanced: bool, rng: random.Random, label
 
 @torch.no_grad()
 def score_continuations(model, tokenizer, prompts: list[str], words: list[str], batch_size: int = 16,
-                        max_length: int | None = None) -> np.ndarray:
+                        max_length: int | None = None, desc: str | None = None) -> np.ndarray:
     """Sum of token log-probabilities of each word after each prompt: (len(prompts), len(words)).
 
     The prompt's trailing space joins the word (" great"), as a BPE tokenizer would see it
@@ -90,7 +91,7 @@ def score_continuations(model, tokenizer, prompts: list[str], words: list[str], 
             pairs.append((bos + kept, word_ids))
     scores = []
     device = next(model.parameters()).device
-    for start in range(0, len(pairs), batch_size):
+    for start in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch", disable=desc is None):
         chunk = pairs[start:start + batch_size]
         scores += _score_chunk(model, tokenizer, chunk, device)
     return np.array(scores, dtype=np.float64).reshape(len(prompts), len(words))
@@ -161,7 +162,7 @@ def evaluate_shots(model, tokenizer, train, evaluation, spec, k: int, icl, max_l
     if cut:
         logger.warning("%d-shot: %d of %d queries alone exceed the context of %d tokens; their beginning is cut",
                        k, cut, len(prompts), max_length)
-    scores = score_continuations(model, tokenizer, prompts, words, max_length=max_length)
+    scores = score_continuations(model, tokenizer, prompts, words, max_length=max_length, desc=f"{k}-shot")
     predictions = scores.argmax(-1)
     labels = np.array(evaluation["label"])
     metrics = {
