@@ -78,23 +78,46 @@ def score_continuations(model, tokenizer, prompts: list[str], words: list[str], 
     the word's. With ``max_length``, a prompt too long for prompt + word loses its oldest tokens
     (the caller counts and reports those).
     """
-    pairs = []
+    decoder = not model.config.is_encoder_decoder
+    bos = [tokenizer.bos_token_id] if decoder and tokenizer.bos_token_id is not None else []
+    items = []  # (prompt ids, [ids of each word])
     for prompt in prompts:
         stem, space = (prompt[:-1], " ") if prompt.endswith(" ") else (prompt, "")
         stem_ids = tokenizer(stem, add_special_tokens=False)["input_ids"]
-        decoder_bos = tokenizer.bos_token_id is not None and not model.config.is_encoder_decoder
-        bos = [tokenizer.bos_token_id] if decoder_bos else []
-        for word in words:
-            word_ids = tokenizer(space + word, add_special_tokens=False)["input_ids"]
-            room = None if max_length is None else max_length - len(word_ids) - len(bos) - 1  # -1: seq2seq's EOS
-            kept = stem_ids[-room:] if room is not None and len(stem_ids) > room else stem_ids
-            pairs.append((bos + kept, word_ids))
-    scores = []
+        word_ids = [tokenizer(space + word, add_special_tokens=False)["input_ids"] for word in words]
+        room = None if max_length is None else max_length - max(map(len, word_ids)) - len(bos) - 1  # -1: an EOS
+        kept = stem_ids[-room:] if room is not None and len(stem_ids) > room else stem_ids
+        items.append((bos + kept, word_ids))
     device = next(model.parameters()).device
+    batches = range(0, len(items), batch_size)
+    if decoder and all(len(ids) == 1 for _, word_ids in items for ids in word_ids):
+        # every word is one token: one forward per prompt scores them all (SST-2's "great"/"terrible")
+        scores = []
+        for start in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+            scores += _score_next_token(model, tokenizer, items[start:start + batch_size], device)
+        return np.array(scores, dtype=np.float64)
+    pairs = [(stem, ids) for stem, word_ids in items for ids in word_ids]
+    scores = []
     for start in tqdm(range(0, len(pairs), batch_size), desc=desc, unit="batch", disable=desc is None):
         chunk = pairs[start:start + batch_size]
         scores += _score_chunk(model, tokenizer, chunk, device)
     return np.array(scores, dtype=np.float64).reshape(len(prompts), len(words))
+
+
+def _score_next_token(model, tokenizer, chunk, device) -> list[list[float]]:
+    """Log-probabilities of each one-token word right after each (right-padded) prompt."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(stem) for stem, _ in chunk)
+    ids = torch.full((len(chunk), width), pad)
+    mask = torch.zeros_like(ids)
+    for i, (stem, _) in enumerate(chunk):
+        ids[i, : len(stem)] = torch.tensor(stem)
+        mask[i, : len(stem)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    last = torch.tensor([len(stem) - 1 for stem, _ in chunk], device=device)
+    log_probs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)
+    words = torch.tensor([[ids[0] for ids in word_ids] for _, word_ids in chunk], device=device)
+    return log_probs.gather(-1, words).tolist()
 
 
 def _score_chunk(model, tokenizer, chunk, device) -> list[float]:

@@ -42,6 +42,14 @@ def test_decoder_scores_equal_a_direct_computation_and_pick_the_likelier_word(to
         for j, word in enumerate(words):
             expected = naive_log_likelihood(model, prefix, tokenizer(" " + word, add_special_tokens=False)["input_ids"])
             assert scores[i, j] == pytest.approx(expected, abs=1e-5)
+    # one-token words take the one-forward path: the same numbers as the direct computation
+    mixed = [*prompts, "good Sentiment: "]  # lengths differ: right padding
+    single = score_continuations(model, tokenizer, mixed, ["great", "terrible"])
+    for i, prompt in enumerate(mixed):
+        prefix = tokenizer(prompt.rstrip(" "), add_special_tokens=False)["input_ids"]
+        for j, word in enumerate(["great", "terrible"]):
+            expected = naive_log_likelihood(model, prefix, tokenizer(" " + word, add_special_tokens=False)["input_ids"])
+            assert single[i, j] == pytest.approx(expected, abs=1e-5)
     # hand-checked: zero the (tied) output layer and add +10 to "great": every position then
     # predicts "great" with probability e^10 / (e^10 + V - 1)
     with torch.no_grad():
