@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
@@ -52,7 +53,8 @@ UPLOAD_ALLOW_PATTERNS = [
     "*.py", "*.md", "*.yaml", "*.png",
 ]  # fmt: skip
 CHECKPOINT_PATTERNS = ["checkpoint-*/*"]
-# train.COMPLETE_MARKER, written last into a checkpoint: a pulled checkpoint without it is partial.
+# Written last into checkpoint-N/ (train.COMPLETE_MARKER): without it the checkpoint was cut off
+# while saving, or while being pulled.
 CHECKPOINT_MARKER = "hfpipe_checkpoint_complete"
 LOG_PATTERNS = ["runs/*"]
 # Pickled files: never pushed, and a folder whose only weights are pickles is refused outright.
@@ -167,8 +169,6 @@ def pull_checkpoint(reference: str, output_dir: str | Path, *, token: str | None
     ``trainer_state.json``) works too. A checkpoint pushed without its training state still
     resumes its weights and step, with a warning that the optimizer starts afresh.
     """
-    import shutil
-
     from .training_state import import_training_state
 
     name, revision = parse_model_reference(reference)

@@ -20,13 +20,13 @@ from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .errors import InputError
+from .hub import CHECKPOINT_MARKER as COMPLETE_MARKER  # written last into checkpoint-N/ (and pushed with it)
+from .hub import pull_checkpoint, push_to_hub, write_model_card
 
 logger = logging.getLogger("hfpipe")
 
 # Files whose presence marks a folder as holding a finished run.
 _FINISHED_MARKERS = ("train_results.json", "eval_results.json")
-# Written last into checkpoint-N/: without it the checkpoint was cut off while saving.
-COMPLETE_MARKER = "hfpipe_checkpoint_complete"
 
 
 def last_complete_checkpoint(output_dir) -> str | None:
@@ -65,12 +65,10 @@ def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
     """
     out = Path(recipe.train.output_dir)
     resume = recipe.train.resume
+    finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
     if isinstance(resume, str):
         if Path(resume).is_dir():
             return out, resume
-        from .hub import pull_checkpoint
-
-        finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
         if finished and not recipe.train.overwrite:
             raise InputError(f"{out}: holds a finished run ({finished[0]}); resume {resume} into another --output-dir")
         out.mkdir(parents=True, exist_ok=True)
@@ -78,7 +76,6 @@ def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
             local = pull_checkpoint(resume, out)
         return out, local
     if out.is_dir() and any(out.iterdir()) and not recipe.train.overwrite:
-        finished = [name for name in _FINISHED_MARKERS if (out / name).exists()]
         last = last_complete_checkpoint(out)
         if finished and not resume:
             raise InputError(
@@ -267,8 +264,6 @@ def push_if_asked(recipe, output_dir, include_checkpoints: bool = False) -> str 
     """``hub.push: true``: push the output folder (weights as safetensors, card, recipe)."""
     if not recipe.hub.push:
         return None
-    from .hub import push_to_hub
-
     url = push_to_hub(output_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision,
                       commit_message=f"hfpipe {recipe.kind}: {recipe.description or Path(output_dir).name}",
                       include_checkpoints=include_checkpoints)
@@ -289,8 +284,6 @@ class PushCheckpointsCallback(TrainerCallback):
 
 
 def _write_card(output_dir, recipe, metrics, *, model_name, task, datasets, base_model):
-    from .hub import write_model_card
-
     summary = (
         f"Trained with hfpipe `{recipe.kind}` ({recipe.description or 'recipe.yaml'}): "
         f"family {recipe.model.family}, "
