@@ -34,13 +34,13 @@ from . import models
 from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs
 from .errors import InputError
 from .metrics import load_metric
+from .recipes import SFT_TASK, SQUAD_TASKS
 from .tasks import glue, sft, squad
 from .train import (add_perplexity, build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name,
                     write_json)
 
 logger = logging.getLogger("hfpipe.finetune")
 
-SQUAD_TASKS = ("squad", "squad_v2")
 SFT_GENERATION_SAMPLES = 8  # validation instructions answered greedily after training, for a look
 
 
@@ -62,7 +62,7 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
 
         logger.warning("no data given: using hfpipe's embedded synthetic %s data (for smoke tests only)", task)
         sizes = {"num_train": data.max_train_samples or 1024, "num_eval": data.max_eval_samples or 256}
-        if task == "sft":
+        if task == SFT_TASK:
             splits = embedded_data.embedded_sft(seed=recipe.train.seed, **sizes)
         elif task in SQUAD_TASKS:
             splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1",
@@ -70,7 +70,7 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         else:
             splits = embedded_data.embedded_glue(task, seed=recipe.train.seed, **sizes)
         names = ["hfpipe-embedded"]
-    elif task == "sft":
+    elif task == SFT_TASK:
         splits, names = _load_sft(recipe, train_files, validation_files, do_train), [data.dataset or "local JSON lines"]
     elif task in SQUAD_TASKS:
         version = "2.0" if task == "squad_v2" else "1.1"
@@ -407,7 +407,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     data = load_task_data(recipe, do_train)
-    runner = run_sft if recipe.task.name == "sft" else run_squad if recipe.task.name in SQUAD_TASKS else run_glue
+    runner = run_sft if recipe.task.name == SFT_TASK else run_squad if recipe.task.name in SQUAD_TASKS else run_glue
     trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)
     if trainer.is_world_process_zero():
         _write_predictions(output_dir, predictions)

@@ -89,11 +89,10 @@ def score_continuations(model, tokenizer, prompts: list[str], words: list[str], 
         kept = stem_ids[-room:] if room is not None and len(stem_ids) > room else stem_ids
         items.append((bos + kept, word_ids))
     device = next(model.parameters()).device
-    batches = range(0, len(items), batch_size)
     if decoder and all(len(ids) == 1 for _, word_ids in items for ids in word_ids):
         # every word is one token: one forward per prompt scores them all (SST-2's "great"/"terrible")
         scores = []
-        for start in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+        for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", disable=desc is None):
             scores += _score_next_token(model, tokenizer, items[start:start + batch_size], device)
         return np.array(scores, dtype=np.float64)
     pairs = [(stem, ids) for stem, word_ids in items for ids in word_ids]
@@ -106,13 +105,7 @@ def score_continuations(model, tokenizer, prompts: list[str], words: list[str], 
 
 def _score_next_token(model, tokenizer, chunk, device) -> list[list[float]]:
     """Log-probabilities of each one-token word right after each (right-padded) prompt."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = max(len(stem) for stem, _ in chunk)
-    ids = torch.full((len(chunk), width), pad)
-    mask = torch.zeros_like(ids)
-    for i, (stem, _) in enumerate(chunk):
-        ids[i, : len(stem)] = torch.tensor(stem)
-        mask[i, : len(stem)] = 1
+    ids, mask = _right_padded([stem for stem, _ in chunk], tokenizer)
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     last = torch.tensor([len(stem) - 1 for stem, _ in chunk], device=device)
     log_probs = F.log_softmax(logits[torch.arange(len(chunk), device=device), last].float(), dim=-1)
@@ -120,8 +113,18 @@ def _score_next_token(model, tokenizer, chunk, device) -> list[list[float]]:
     return log_probs.gather(-1, words).tolist()
 
 
-def _score_chunk(model, tokenizer, chunk, device) -> list[float]:
+def _right_padded(rows: list[list[int]], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask of ``rows``, padded on the right (positions stay 0..n-1)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), max(map(len, rows))), pad)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _score_chunk(model, tokenizer, chunk, device) -> list[float]:
     if model.config.is_encoder_decoder:
         sources = tokenizer.pad({"input_ids": [s + [tokenizer.eos_token_id] for s, _ in chunk]}, return_tensors="pt")
         width = max(len(w) for _, w in chunk)
@@ -132,15 +135,10 @@ def _score_chunk(model, tokenizer, chunk, device) -> list[float]:
                        labels=labels.to(device)).logits
         targets = labels.to(device)
     else:
-        rows = [stem + word for stem, word in chunk]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad)
-        mask = torch.zeros_like(ids)
+        ids, mask = _right_padded([stem + word for stem, word in chunk], tokenizer)
         targets = torch.full_like(ids, -100)
-        for i, ((stem, word), row) in enumerate(zip(chunk, rows)):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-            targets[i, len(stem): len(row)] = torch.tensor(word)
+        for i, (stem, word) in enumerate(chunk):
+            targets[i, len(stem): len(stem) + len(word)] = torch.tensor(word)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1]
         targets = targets[:, 1:].to(device)
     # log-softmax over the scored positions only, not every position of the batch
