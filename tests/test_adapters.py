@@ -1,7 +1,11 @@
 """PEFT on hfpipe's three families and on transformers' BERT / GPT-2 / T5 (tiny configs)."""
 
+import inspect
+
+import peft
 import pytest
 import torch
+import transformers
 from peft import PeftModel
 from transformers import (
     AutoModelForCausalLM,
@@ -100,7 +104,16 @@ def test_prefix_and_prompt_tuning_train_every_family(source, kind, method):
     trainable, total = count_parameters(wrapped)
     assert 0 < trainable < total
     prompt = wrapped.get_prompt_embedding_to_save(adapter_name="default").clone()
-    losses = train_steps(wrapped, kind, steps=4)
+    try:
+        losses = train_steps(wrapped, kind, steps=4)
+    except ValueError as error:
+        # Upstream, not hfpipe: transformers 5.24 renamed BertModel.forward's `past_key_values` to
+        # `cache`, and peft <= 0.21.2 looks for that parameter name before prefixing an encoder
+        # classifier. hfpipe's models keep both names, so their cases above and below still run.
+        backbone = inspect.signature(type(model.base_model).forward).parameters
+        if source == "transformers" and "past_key_values" not in backbone and "past key values" in str(error):
+            pytest.xfail(f"peft {peft.__version__} prefix tuning vs transformers {transformers.__version__}: {error}")
+        raise
     assert all(torch.isfinite(torch.tensor(losses)))
     assert not torch.equal(prompt, wrapped.get_prompt_embedding_to_save(adapter_name="default"))
 

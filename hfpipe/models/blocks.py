@@ -26,8 +26,20 @@ from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .configuration import HfpipeConfig
+
+
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: generate passes `cache=`
+# and reads `outputs.cache`, while earlier 5.x releases and peft's prefix tuning use
+# `past_key_values`. The models accept both names and fill the output field this release declares.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def either_cache(past_key_values: Cache | None, cache: Cache | None) -> Cache | None:
+    """The KV cache, whichever name the caller used."""
+    return cache if cache is not None else past_key_values
 
 
 class RMSNorm(nn.Module):
@@ -415,7 +427,7 @@ class HfpipePreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["TransformerBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
 
     @torch.no_grad()
     def _init_weights(self, module):

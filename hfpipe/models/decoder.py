@@ -24,10 +24,12 @@ from transformers.modeling_outputs import (
 )
 
 from .blocks import (
+    CACHE_FIELD,
     Embeddings,
     HfpipePreTrainedModel,
     TransformerStack,
     cross_entropy,
+    either_cache,
     sequence_classification_loss,
     span_loss,
 )
@@ -61,6 +63,7 @@ class HfpipeDecoderModel(HfpipeDecoderPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """input_ids (B, T) -> last_hidden_state (B, T, C) and the updated cache.
@@ -68,6 +71,7 @@ class HfpipeDecoderModel(HfpipeDecoderPreTrainedModel):
         attention_mask (B, past + T) marks padding (left or right); positions continue from
         the cache, or come from ``position_ids`` (generate derives them from the mask).
         """
+        past_key_values = either_cache(past_key_values, cache)
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
@@ -82,8 +86,8 @@ class HfpipeDecoderModel(HfpipeDecoderPreTrainedModel):
         )
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=all_hidden_states,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
         )
 
 
@@ -118,10 +122,17 @@ class HfpipeDecoderForCausalLM(HfpipeDecoderPreTrainedModel, GenerationMixin):
         return_dict=None,
         logits_to_keep: int = 0,
         num_items_in_batch=None,
+        cache=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.model(
-            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache, output_hidden_states
+            input_ids,
+            attention_mask,
+            position_ids,
+            either_cache(past_key_values, cache),
+            inputs_embeds,
+            use_cache,
+            output_hidden_states,
         )
         hidden_states = outputs.last_hidden_state
         # generate() asks for the last position only: no need to project the whole prompt.
@@ -131,7 +142,10 @@ class HfpipeDecoderForCausalLM(HfpipeDecoderPreTrainedModel, GenerationMixin):
             shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
             loss = cross_entropy(logits, shifted, num_items_in_batch)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 
@@ -167,10 +181,17 @@ class HfpipeDecoderForSequenceClassification(HfpipeDecoderPreTrainedModel):
         use_cache=None,
         output_hidden_states=None,
         return_dict=None,
+        cache=None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
-            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False, output_hidden_states
+            input_ids,
+            attention_mask,
+            position_ids,
+            either_cache(past_key_values, cache),
+            inputs_embeds,
+            False,
+            output_hidden_states,
         )
         hidden_states = outputs.last_hidden_state
         batch, length = hidden_states.shape[:2]
@@ -200,10 +221,17 @@ class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
         end_positions=None,
         output_hidden_states=None,
         return_dict=None,
+        cache=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         outputs = self.model(
-            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, False, output_hidden_states
+            input_ids,
+            attention_mask,
+            position_ids,
+            either_cache(past_key_values, cache),
+            inputs_embeds,
+            False,
+            output_hidden_states,
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
         loss = None

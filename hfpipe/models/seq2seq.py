@@ -17,7 +17,7 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
-from .blocks import HfpipePreTrainedModel, TransformerStack, cross_entropy
+from .blocks import CACHE_FIELD, HfpipePreTrainedModel, TransformerStack, cross_entropy, either_cache
 from .configuration import HfpipeSeq2SeqConfig
 
 
@@ -106,6 +106,7 @@ class HfpipeSeq2SeqModel(HfpipeSeq2SeqPreTrainedModel):
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
         """input_ids (B, S), decoder_input_ids (B, T) -> decoder last_hidden_state (B, T, C)."""
@@ -115,6 +116,7 @@ class HfpipeSeq2SeqModel(HfpipeSeq2SeqPreTrainedModel):
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
+        past_key_values = either_cache(past_key_values, cache)
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(), DynamicCache())
@@ -129,10 +131,10 @@ class HfpipeSeq2SeqModel(HfpipeSeq2SeqPreTrainedModel):
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=past_key_values if use_cache else None,
             decoder_hidden_states=decoder_outputs.hidden_states,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             encoder_hidden_states=encoder_outputs.hidden_states,
+            **{CACHE_FIELD: past_key_values if use_cache else None},
         )
 
 
@@ -178,6 +180,7 @@ class HfpipeSeq2SeqForConditionalGeneration(HfpipeSeq2SeqPreTrainedModel, Genera
         output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
+        cache=None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
@@ -188,7 +191,7 @@ class HfpipeSeq2SeqForConditionalGeneration(HfpipeSeq2SeqPreTrainedModel, Genera
             decoder_input_ids,
             decoder_attention_mask,
             encoder_outputs,
-            past_key_values,
+            either_cache(past_key_values, cache),
             inputs_embeds,
             decoder_inputs_embeds,
             use_cache,
@@ -203,8 +206,8 @@ class HfpipeSeq2SeqForConditionalGeneration(HfpipeSeq2SeqPreTrainedModel, Genera
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             decoder_hidden_states=outputs.decoder_hidden_states,
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
