@@ -1,16 +1,24 @@
-"""State-dict adapters: transformers' BERT, GPT-2 and T5 checkpoints -> hfpipe (and back).
+"""State-dict adapters: transformers' BERT, GPT-2 and T5 checkpoints -> hfpipe, and back.
 
-Each adapter is the config mapping plus a list of (hfpipe name, reference name) rules with
-``{i}`` standing for the layer index; GPT-2's Conv1D weights are transposed. Parity tests
-(tests/models/test_parity.py) load both models from the same weights and compare logits.
+Each adapter is the config mapping both ways plus a list of (hfpipe name, reference name)
+rules with ``{i}`` standing for the layer index, read left to right on import and right to
+left on export; GPT-2's Conv1D weights are transposed and its fused q/k/v split or joined.
+Parity tests (tests/models/test_parity.py) load both models from the same weights and compare
+logits; tests/models/test_export.py checks export and the round trip.
+
+    hfpipe convert SRC DST                    # transformers BERT / GPT-2 / T5 -> hfpipe
+    hfpipe convert --to transformers SRC DST  # hfpipe -> BERT / GPT-2 / T5 (no remote code)
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import torch
 
+from ..errors import InputError
 from .configuration import HfpipeDecoderConfig, HfpipeEncoderConfig, HfpipeSeq2SeqConfig
 
 _COMMON = ("pad_token_id", "bos_token_id", "eos_token_id", "id2label", "label2id", "problem_type")
@@ -95,6 +103,136 @@ def t5_config(ref) -> HfpipeSeq2SeqConfig:
             scale_decoder_outputs=getattr(ref, "scale_decoder_outputs", ref.tie_word_embeddings),
         )
     )
+
+
+class NoCounterpartError(ValueError):
+    """An hfpipe config field whose value no classic transformers model can express."""
+
+    def __init__(self, field: str, value, reference: str, needed):
+        self.field = field
+        super().__init__(
+            f"{field}={value!r} has no counterpart in transformers' {reference} (which needs {field}={needed!r})"
+        )
+
+
+def _require(config, reference: str, **needed) -> None:
+    """Raise NoCounterpartError on the first field of ``config`` that differs from ``needed``."""
+    for field, value in needed.items():
+        if getattr(config, field) != value:
+            raise NoCounterpartError(field, getattr(config, field), reference, value)
+
+
+def _carry_back(config, **fields) -> dict:
+    for name in _COMMON:
+        fields[name] = getattr(config, name, None)
+    return fields
+
+
+def bert_reference_config(config: HfpipeEncoderConfig):
+    """The inverse of ``bert_config``; raises NoCounterpartError for a non-BERT layout."""
+    from transformers import BertConfig
+
+    _require(
+        config, "BERT", norm_type="layernorm", norm_position="post", position_embedding_type="absolute",
+        gated_mlp=False, use_bias=True, scale_attention=True, embedding_norm=True, final_norm=False,
+        head_dim=config.hidden_size // config.num_attention_heads,
+    )
+    return BertConfig(
+        **_carry_back(
+            config,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            max_position_embeddings=config.max_position_embeddings,
+            # no token types (RoBERTa-style) = two all-zero rows, see to_reference_state_dict
+            type_vocab_size=config.type_vocab_size or 2,
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            classifier_dropout=config.classifier_dropout,
+            initializer_range=config.initializer_range,
+            tie_word_embeddings=config.tie_word_embeddings,
+        )
+    )
+
+
+def gpt2_reference_config(config: HfpipeDecoderConfig):
+    """The inverse of ``gpt2_config``; raises NoCounterpartError for a non-GPT-2 layout."""
+    from transformers import GPT2Config
+
+    _require(
+        config, "GPT-2", norm_type="layernorm", norm_position="pre", position_embedding_type="absolute",
+        gated_mlp=False, use_bias=True, scale_attention=True, embedding_norm=False, final_norm=True,
+        type_vocab_size=0, head_dim=config.hidden_size // config.num_attention_heads,
+    )
+    return GPT2Config(
+        **_carry_back(
+            config,
+            vocab_size=config.vocab_size,
+            n_embd=config.hidden_size,
+            n_layer=config.num_hidden_layers,
+            n_head=config.num_attention_heads,
+            # GPT-2 writes its default width 4 * n_embd as None
+            n_inner=None if config.intermediate_size == 4 * config.hidden_size else config.intermediate_size,
+            activation_function=config.hidden_act,
+            layer_norm_epsilon=config.layer_norm_eps,
+            n_positions=config.max_position_embeddings,
+            resid_pdrop=config.hidden_dropout_prob,
+            embd_pdrop=config.hidden_dropout_prob,
+            attn_pdrop=config.attention_probs_dropout_prob,
+            initializer_range=config.initializer_range,
+            tie_word_embeddings=config.tie_word_embeddings,
+        )
+    )
+
+
+def _t5_feed_forward_proj(config) -> str:
+    if not config.gated_mlp:
+        return config.hidden_act
+    if config.hidden_act == "gelu":
+        # T5Config reads "gated-gelu" as the tanh approximation (gelu_new), for old checkpoints' sake
+        raise NoCounterpartError("hidden_act", "gelu", "T5 with a gated MLP", "gelu_new")
+    return "gated-gelu" if config.hidden_act == "gelu_new" else f"gated-{config.hidden_act}"
+
+
+def t5_reference_config(config: HfpipeSeq2SeqConfig):
+    """The inverse of ``t5_config`` (v1.0: ReLU, tied and rescaled; v1.1: gated-GELU, untied)."""
+    from transformers import T5Config
+
+    _require(
+        config, "T5", norm_type="rmsnorm", norm_position="pre", position_embedding_type="relative",
+        use_bias=False, scale_attention=False, embedding_norm=False, final_norm=True, type_vocab_size=0,
+        attention_probs_dropout_prob=config.hidden_dropout_prob,
+    )
+    reference = T5Config(
+        **_carry_back(
+            config,
+            vocab_size=config.vocab_size,
+            d_model=config.hidden_size,
+            d_kv=config.head_dim,
+            d_ff=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_decoder_layers=config.num_decoder_layers,
+            num_heads=config.num_attention_heads,
+            feed_forward_proj=_t5_feed_forward_proj(config),
+            layer_norm_epsilon=config.layer_norm_eps,
+            relative_attention_num_buckets=config.relative_attention_num_buckets,
+            relative_attention_max_distance=config.relative_attention_max_distance,
+            dropout_rate=config.hidden_dropout_prob,
+            decoder_start_token_id=config.decoder_start_token_id,
+            # transformers >= 5.1x reads v1.0's rescaling from this argument, then always ties
+            tie_word_embeddings=config.scale_decoder_outputs,
+        )
+    )
+    if hasattr(reference, "scale_decoder_outputs"):
+        reference.scale_decoder_outputs = config.scale_decoder_outputs
+    else:
+        _require(config, "T5", tie_word_embeddings=config.scale_decoder_outputs)
+        reference.tie_word_embeddings = config.tie_word_embeddings
+    return reference
 
 
 # (hfpipe name, transformers name); "{i}" is the layer index.
@@ -186,6 +324,13 @@ ADAPTERS = {
     "t5": ("", "model.", _T5_LAYER, _T5_BACKBONE, _T5_HEADS, t5_config),
 }
 
+# hfpipe model_type -> (reference model_type, class-name stem, config mapping back)
+EXPORTS = {
+    "hfpipe_encoder": ("bert", "Bert", bert_reference_config),
+    "hfpipe_decoder": ("gpt2", "GPT2", gpt2_reference_config),
+    "hfpipe_seq2seq": ("t5", "T5", t5_reference_config),
+}
+
 
 def _rename(name: str, rules, layer_rules) -> str | None:
     """Reference parameter name (without backbone prefix) -> hfpipe name, or None if unknown."""
@@ -244,6 +389,69 @@ def convert_state_dict(
     return converted
 
 
+def to_reference_state_dict(
+    config, state_dict: dict[str, torch.Tensor], base_model: bool = False
+) -> dict[str, torch.Tensor]:
+    """An hfpipe state dict -> transformers BERT / GPT-2 / T5 names: the rules of
+    ``convert_state_dict`` read right to left. Raises ValueError naming the first parameter
+    with no reference name."""
+    model_type = EXPORTS[config.model_type][0]
+    ref_prefix, our_prefix, layer_rules, backbone_rules, head_rules, _ = ADAPTERS[model_type]
+    if base_model:
+        ref_prefix = ""
+    if model_type == "t5":
+        # T5 names the up projection wi without a gate and wi_1 with one
+        drop = "DenseReluDense.wi" if config.gated_mlp else ("DenseReluDense.wi_0", "DenseReluDense.wi_1")
+        layer_rules = [(ours, theirs) for ours, theirs in layer_rules if not theirs.endswith(drop)]
+
+    def flipped(rules):
+        # longest hfpipe name first, so mlm_head.decoder.bias wins over mlm_head.decoder
+        return sorted(((theirs, ours) for ours, theirs in rules), key=lambda rule: -len(rule[1]))
+
+    head_rules, backbone_rules, layer_rules = flipped(head_rules), flipped(backbone_rules), flipped(layer_rules)
+    converted, fused = {}, {}
+    for name, tensor in state_dict.items():
+        if name.endswith("embed_tokens.weight"):
+            continue  # T5 stacks' alias of shared.weight, as on import
+        if model_type == "gpt2" and re.search(r"\.self_attention\.[qkv]_proj\.", name):
+            i, proj, kind = re.search(r"layers\.(\d+)\.self_attention\.([qkv])_proj\.(\w+)$", name).groups()
+            fused.setdefault((int(i), kind), {})[proj] = tensor
+            continue
+        head = _rename_back(name, head_rules, [])
+        bare = name[len(our_prefix) :] if not base_model and name.startswith(our_prefix) else name
+        target = head if head is not None else _rename_back(bare, backbone_rules, layer_rules)
+        if target is None:
+            raise ValueError(f"no {model_type} parameter for hfpipe weight {name!r}")
+        if head is None:
+            target = ref_prefix + target
+        if model_type == "gpt2" and tensor.dim() == 2 and re.search(r"\.(c_fc|c_proj)\.weight$", target):
+            tensor = tensor.t()  # nn.Linear stores (out, in); Conv1D wants (in, out)
+        converted[target] = tensor.contiguous()
+    for (i, kind), parts in fused.items():
+        # GPT-2's c_attn: one Conv1D (in_features, 3 * out_features) holding q, k, v side by side
+        qkv = [parts[p].t() if kind == "weight" else parts[p] for p in "qkv"]
+        converted[f"{ref_prefix}h.{i}.attn.c_attn.{kind}"] = torch.cat(qkv, dim=-1).contiguous()
+    if model_type == "bert":
+        if config.type_vocab_size == 0:
+            word = converted[f"{ref_prefix}embeddings.word_embeddings.weight"]
+            converted[f"{ref_prefix}embeddings.token_type_embeddings.weight"] = word.new_zeros(2, word.shape[1])
+        if "cls.predictions.bias" in converted:  # BERT keeps the output bias under two names
+            converted["cls.predictions.decoder.bias"] = converted["cls.predictions.bias"]
+    return converted
+
+
+def _rename_back(name: str, rules, layer_rules) -> str | None:
+    """hfpipe parameter name -> reference name under flipped (reference, hfpipe) rules."""
+    match = re.search(r"\.(\d+)\.", name)
+    expanded = list(rules)
+    if match:
+        expanded += [(theirs.format(i=match.group(1)), ours.format(i=match.group(1))) for theirs, ours in layer_rules]
+    for theirs, ours in expanded:
+        if name == ours or name.startswith(ours + "."):
+            return theirs + name[len(ours) :]
+    return None
+
+
 def hfpipe_config_from_reference(reference_config):
     """A transformers BertConfig / GPT2Config / T5Config -> the equivalent hfpipe config."""
     model_type = reference_config.model_type
@@ -273,6 +481,12 @@ def auto_class_for(architecture: str) -> str:
     raise ValueError(f"no hfpipe head for architecture {architecture!r}")
 
 
+def _tied_keys(model) -> set[str]:
+    """Parameters that tying fills (absent before transformers 5.1x's expanded tied-keys API)."""
+    expanded = getattr(model, "get_expanded_tied_weights_keys", None)
+    return set(expanded()) if expanded is not None else set()
+
+
 def convert_model(reference):
     """A loaded transformers BERT / GPT-2 / T5 model (any head listed in _HEADS) -> the
     equivalent hfpipe model with the same weights."""
@@ -286,8 +500,7 @@ def convert_model(reference):
     )
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Tied output embeddings are filled by tying, not loading; anything else missing is a bug.
-    tied = set(model.get_expanded_tied_weights_keys()) if hasattr(model, "get_expanded_tied_weights_keys") else set()
-    missing = [k for k in missing if k not in tied]
+    missing = [k for k in missing if k not in _tied_keys(model)]
     if missing or unexpected:
         raise ValueError(f"conversion left missing={missing[:5]} unexpected={unexpected[:5]}")
     model.tie_weights()
@@ -296,13 +509,9 @@ def convert_model(reference):
 
 def convert_checkpoint(source: str, destination: str) -> str:
     """``hfpipe convert``: a saved transformers BERT / GPT-2 / T5 checkpoint folder -> an
-    hfpipe checkpoint folder (weights, config with auto_map, modeling code, tokenizer).
-    Returns the architecture written."""
-    import os
-
+    hfpipe checkpoint folder (weights, config with auto_map, modeling code, tokenizer, and a
+    sentence-transformers checkpoint's module files). Returns the architecture written."""
     import transformers
-
-    from ..errors import InputError
 
     if not os.path.isfile(os.path.join(source, "config.json")):
         raise InputError(f"{source}: no config.json here; expected a transformers checkpoint folder")
@@ -315,9 +524,99 @@ def convert_checkpoint(source: str, destination: str) -> str:
     architecture = (config.architectures or [f"{type(config).__name__[:-6]}Model"])[0]
     reference = getattr(transformers, auto_class_for(architecture)).from_pretrained(source)
     model = convert_model(reference)
+    _save_with_companions(model, source, destination)
+    return type(model).__name__
+
+
+def reference_class_name(architecture: str, model_type: str) -> str:
+    """hfpipe class name -> its transformers twin (HfpipeEncoderForMaskedLM -> BertForMaskedLM)."""
+    stem = EXPORTS[model_type][1]
+    for family in ("Encoder", "Decoder", "Seq2Seq"):
+        if architecture.startswith(f"Hfpipe{family}"):
+            suffix = architecture[len(f"Hfpipe{family}") :]
+            return stem + ("LMHeadModel" if suffix == "ForCausalLM" else suffix)
+    raise ValueError(f"{architecture!r} is not an hfpipe model class")
+
+
+def convert_model_to_reference(model):
+    """A loaded hfpipe model -> the transformers BERT / GPT-2 / T5 model (same head, same
+    weights). Raises NoCounterpartError naming the config field no classic model expresses."""
+    import transformers
+
+    config = model.config
+    reference_config = EXPORTS[config.model_type][2](config)
+    reference_class = getattr(transformers, reference_class_name(type(model).__name__, config.model_type))
+    reference = reference_class(reference_config)
+    untied = not config.tie_word_embeddings and reference.get_output_embeddings() is not None
+    if untied and reference.get_output_embeddings().weight is reference.get_input_embeddings().weight:
+        # T5 in transformers >= 5.1x ties its LM head whatever the config says; it loads an
+        # untied one only when both tensors are stored, so give the head its own tensor.
+        output = reference.get_output_embeddings()
+        output.weight = torch.nn.Parameter(output.weight.detach().clone())
+    state = to_reference_state_dict(config, model.state_dict(), base_model=type(model).__name__.endswith("Model"))
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in _tied_keys(reference) and not k.endswith("embed_tokens.weight")]
+    if missing or unexpected:
+        raise ValueError(f"export left missing={missing[:5]} unexpected={unexpected[:5]}")
+    if not untied:
+        reference.tie_weights()
+    return reference.to(next(model.parameters()).dtype)
+
+
+def export_checkpoint(source: str, destination: str) -> str:
+    """``hfpipe convert --to transformers``: an hfpipe checkpoint folder -> a transformers
+    BERT / GPT-2 / T5 folder that loads with no remote code (weights, config with labels,
+    tokenizer, generation config, sentence-transformers module files). Returns the class written."""
+    import transformers
+
+    if not os.path.isfile(os.path.join(source, "config.json")):
+        raise InputError(f"{source}: no config.json here; expected an hfpipe checkpoint folder")
+    config = transformers.AutoConfig.from_pretrained(source)
+    if config.model_type not in EXPORTS:
+        raise InputError(
+            f"{source}/config.json: model_type {config.model_type!r} is not an hfpipe model; "
+            f"expected one of {sorted(EXPORTS)}"
+        )
+    try:
+        EXPORTS[config.model_type][2](config)  # before loading any weights
+    except NoCounterpartError as error:
+        raise InputError(f"{source}/config.json: {error}; keep it as an hfpipe checkpoint "
+                         "(it loads with trust_remote_code=True)") from None
+    prefix = {"hfpipe_encoder": "Encoder", "hfpipe_decoder": "Decoder", "hfpipe_seq2seq": "Seq2Seq"}[config.model_type]
+    architecture = (config.architectures or [f"Hfpipe{prefix}Model"])[0]
+    auto_name = auto_class_for(reference_class_name(architecture, config.model_type))
+    model = getattr(transformers, auto_name).from_pretrained(source)
+    reference = convert_model_to_reference(model)
+    _save_with_companions(reference, source, destination)
+    return type(reference).__name__
+
+
+# sentence-transformers keeps its pipeline (pooling, normalisation, ...) beside the weights
+_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def _save_with_companions(model, source: str, destination: str) -> None:
+    """Save ``model`` and carry over what describes how to use it: tokenizer, generation
+    config, and a sentence-transformers checkpoint's module files (their weights-free folders)."""
+    import json
+
+    import transformers
+
+    if model.can_generate() and os.path.isfile(os.path.join(source, "generation_config.json")):
+        model.generation_config = transformers.GenerationConfig.from_pretrained(source)
     model.save_pretrained(destination)
     try:
         transformers.AutoTokenizer.from_pretrained(source).save_pretrained(destination)
     except (OSError, ValueError):
         pass  # a checkpoint without tokenizer files converts all the same
-    return type(model).__name__
+    if not os.path.isfile(os.path.join(source, "modules.json")):
+        return
+    for name in _SENTENCE_TRANSFORMERS_FILES:
+        if os.path.isfile(os.path.join(source, name)):
+            shutil.copy(os.path.join(source, name), os.path.join(destination, name))
+    with open(os.path.join(source, "modules.json")) as f:
+        modules = json.load(f)
+    for module in modules:
+        folder = module.get("path", "")
+        if folder and os.path.isdir(os.path.join(source, folder)):
+            shutil.copytree(os.path.join(source, folder), os.path.join(destination, folder), dirs_exist_ok=True)
