@@ -31,6 +31,16 @@ def _common(parser: argparse.ArgumentParser, needs_model: bool = False) -> None:
                         help="override a recipe key, e.g. --set train.learning_rate=1e-4 (repeatable)")
 
 
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    from .device import DEVICES, DTYPES
+
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs: auto = cuda, else mps, else cpu (default: auto)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto",
+                        help="weights' precision: auto = the run's train.mixed_precision on an accelerator, "
+                             "float32 on cpu (default: auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfpipe", description=__doc__.split("\n")[0], epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -46,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _common(verbs.add_parser("pretrain", help="pretrain a model with its family's objective"))
     _common(verbs.add_parser("finetune", help="finetune and evaluate on a task (GLUE, SQuAD)"))
-    _common(verbs.add_parser("evaluate", help="evaluate a checkpoint on a recipe's task"), needs_model=True)
+    evaluate = verbs.add_parser("evaluate", help="evaluate a checkpoint on a recipe's task")
+    _common(evaluate, needs_model=True)
+    _device_options(evaluate)
     icl = verbs.add_parser("icl", help="zero- and few-shot in-context evaluation")
     _common(icl, needs_model=True)
+    _device_options(icl)
     icl.add_argument("--shots", type=int, action="append", help="demonstrations per prompt (repeatable)")
 
     gen = verbs.add_parser("generate", help="generate text from a decoder or encoder-decoder")
@@ -65,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--no-stream", action="store_true", help="print when done instead of token by token")
     gen.add_argument("--chat", action="store_true", help="prompt as a user turn of the tokenizer's chat template")
+    _device_options(gen)
 
-    conv = verbs.add_parser("convert", help="a transformers BERT / GPT-2 / T5 checkpoint -> hfpipe")
+    conv = verbs.add_parser("convert", help="a transformers BERT / GPT-2 / T5 checkpoint -> hfpipe, or back")
     conv.add_argument("src")
     conv.add_argument("dst")
+    conv.add_argument("--to", choices=["hfpipe", "transformers"], default="hfpipe",
+                      help="hfpipe: import a BERT / GPT-2 / T5 checkpoint; transformers: export an hfpipe "
+                           "checkpoint as BERT / GPT-2 / T5 (loads with no remote code)")
 
     merge = verbs.add_parser("merge", help="fold a LoRA adapter into its base model")
     merge.add_argument("adapter_dir")
@@ -97,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_recipe_from_args(args, **extra):
-    from .recipes import load_recipe
+    from .recipes import check_machine, load_recipe
 
     cli = {
         "model": args.model,
@@ -108,7 +125,10 @@ def load_recipe_from_args(args, **extra):
         "seed": args.seed,
         **extra,
     }
-    return load_recipe(args.recipe, overrides=args.overrides, smoke=args.smoke, cli_overrides=cli)
+    recipe = load_recipe(args.recipe, overrides=args.overrides, smoke=args.smoke, cli_overrides=cli)
+    for substitution in check_machine(recipe, where=str(args.recipe)):
+        logging.getLogger("hfpipe").warning("train.cpu_substitutes: %s", substitution)
+    return recipe
 
 
 def preset_parameter_counts() -> dict[str, int]:
@@ -140,18 +160,24 @@ def dispatch(args) -> int:
     elif verb == "pretrain":
         _run("pretrain", "run_pretraining", load_recipe_from_args(args))
     elif verb in ("finetune", "evaluate"):
+        if verb == "evaluate":
+            _run("device", "resolve_device", args.device)  # a missing accelerator: one line, before any loading
         recipe = load_recipe_from_args(args)
         if verb == "evaluate" and recipe.kind == "pretrain":
-            _run("perplexity", "run_perplexity", recipe)
+            _run("perplexity", "run_perplexity", recipe, device=args.device, dtype=args.dtype)
         else:
+            if verb == "evaluate":
+                _run("device", "trainer_device_options", recipe, args.device, args.dtype)
             _run("finetune", "run_finetuning", recipe, do_train=verb == "finetune")
     elif verb == "icl":
+        _run("device", "resolve_device", args.device)
         recipe = load_recipe_from_args(args, shots=args.shots)
-        _run("icl", "run_icl", recipe)
+        _run("icl", "run_icl", recipe, device=args.device, dtype=args.dtype)
     elif verb == "generate":
         _run("generate", "run_generate", args)
     elif verb == "convert":
-        name = _run("models.convert", "convert_checkpoint", args.src, args.dst)
+        function = "export_checkpoint" if args.to == "transformers" else "convert_checkpoint"
+        name = _run("models.convert", function, args.src, args.dst)
         print(f"wrote {name} to {args.dst}")
     elif verb == "merge":
         _run("adapters", "merge_adapter", args.adapter_dir, args.dst)

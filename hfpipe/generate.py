@@ -5,16 +5,20 @@ Decoders and encoder-decoders, hfpipe or transformers checkpoints. Greedy when t
 repetition penalty. Tokens stream to the terminal for a single prompt; several prompts (repeated
 --prompt or --prompt-file, one per line) run as one left-padded batch. ``--chat`` sends each
 prompt as a user turn through the tokenizer's chat template, as instruction tuning
-(``task.name: sft``) trained the model.
+(``task.name: sft``) trained the model. ``--device`` (default: the best accelerator) and
+``--dtype`` (default: the precision the checkpoint's run trained in, float32 on CPU) choose where
+and how the model runs; see hfpipe/device.py.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, TextStreamer
 
+from .device import inference_dtype, model_device, place_model, resolve_device, run_precision
 from .errors import InputError
 
 
@@ -35,10 +39,14 @@ def generation_kwargs(max_new_tokens=50, temperature=1.0, top_k=0, top_p=1.0, nu
     return kwargs
 
 
-def load_generator(reference: str, trust_remote_code: bool = False):
+def load_generator(reference: str, trust_remote_code: bool = False, device: str | torch.device = "auto",
+                   dtype: str = "auto"):
+    """(model in eval mode on ``device``, left-padding tokenizer) of a decoder or encoder-decoder."""
     from .hub import parse_model_reference
 
     name, revision = parse_model_reference(reference)
+    if Path(name).is_dir() and not (Path(name) / "config.json").is_file():
+        raise InputError(f"{reference}: no config.json in this folder; expected a saved model checkpoint")
     config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     try:
@@ -49,6 +57,8 @@ def load_generator(reference: str, trust_remote_code: bool = False):
     tokenizer.padding_side = "left"  # decoders continue from the right end of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = place_model(model, device, inference_dtype(device, dtype, run_precision(name)))
     return model.eval(), tokenizer
 
 
@@ -65,6 +75,7 @@ def generate(model, tokenizer, prompts: list[str], seed: int = 0, stream: bool =
     # a chat template writes its special tokens itself
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not chat)
     batch.pop("token_type_ids", None)
+    batch = batch.to(model_device(model))
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
     with torch.no_grad():
         output = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, streamer=streamer, **kwargs)
@@ -85,7 +96,8 @@ def run_generate(args) -> list[str]:
         raise InputError("give --prompt TEXT (repeatable) or --prompt-file FILE")
     kwargs = generation_kwargs(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.num_beams,
                                args.repetition_penalty, args.do_sample)
-    model, tokenizer = load_generator(args.model)
+    device = resolve_device(getattr(args, "device", "auto"))  # before loading: a missing GPU is one line
+    model, tokenizer = load_generator(args.model, device=device, dtype=getattr(args, "dtype", "auto"))
     stream = len(prompts) == 1 and args.num_beams == 1 and not args.no_stream
     if stream:
         print(prompts[0] + ("\n" if args.chat else ""), end="", flush=True)

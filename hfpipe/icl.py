@@ -5,7 +5,8 @@ split (seeded; balanced across labels if asked) are written into the prompt with
 template, the query follows with its label left out, and every label word of the verbalizer
 is scored by the model's log-likelihood as the continuation: the most likely word wins
 (Brown et al. 2020; verbalizers as LM-BFF). Decoders score the continuation after the prompt;
-encoder-decoders score it as the decoder's output given the prompt.
+encoder-decoders score it as the decoder's output given the prompt. The model runs on
+``--device`` in the recipe's ``train.mixed_precision`` (float32 on CPU); scores are summed in float32.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, set_seed
 
+from .device import inference_dtype, model_device, place_model, resolve_device
 from .errors import InputError
 from .tasks import glue
 from .train import results_table, write_json
@@ -88,7 +90,7 @@ def score_continuations(model, tokenizer, prompts: list[str], words: list[str], 
         room = None if max_length is None else max_length - max(map(len, word_ids)) - len(bos) - 1  # -1: an EOS
         kept = stem_ids[-room:] if room is not None and len(stem_ids) > room else stem_ids
         items.append((bos + kept, word_ids))
-    device = next(model.parameters()).device
+    device = model_device(model)
     if decoder and all(len(ids) == 1 for _, word_ids in items for ids in word_ids):
         # every word is one token: one forward per prompt scores them all (SST-2's "great"/"terrible")
         scores = []
@@ -195,9 +197,10 @@ def evaluate_shots(model, tokenizer, train, evaluation, spec, k: int, icl, max_l
     return metrics, predictions
 
 
-def run_icl(recipe) -> dict:
+def run_icl(recipe, device: str = "auto", dtype: str = "auto") -> dict:
     from .finetune import load_task_data, load_tokenizer_and_model
 
+    target = resolve_device(device)  # before loading anything: a missing GPU is one line
     set_seed(recipe.train.seed)
     spec = glue.get_glue_task(recipe.task.name)
     if spec.label_names is None:
@@ -211,7 +214,7 @@ def run_icl(recipe) -> dict:
     auto_class = AutoModelForSeq2SeqLM if recipe.model.family == "seq2seq" else AutoModelForCausalLM
     texts = lambda: (t for row in data.train for t in glue.encoder_inputs(row, spec) if t)  # noqa: E731
     tokenizer, model = load_tokenizer_and_model(recipe, auto_class, texts)
-    model.eval()
+    model = place_model(model, target, inference_dtype(target, dtype, recipe.train.mixed_precision)).eval()
     max_length = context_length(model, recipe)
     output_dir = Path(recipe.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ Perplexity = exp(mean token NLL). Text longer than the context is scored with a 
 (transformers' recipe): windows of ``max_length`` tokens moving by ``stride``; each window
 scores only the tokens no earlier window scored, so every token after the first is predicted
 exactly once, with up to ``max_length - stride`` tokens of context carried over. With one
-window (short text) this equals the direct computation.
+window (short text) this equals the direct computation. The model runs on ``--device`` in the recipe's
+``train.mixed_precision`` (bf16/fp16 on an accelerator; float32 on CPU), the NLL in float32.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from .device import inference_dtype, model_device, place_model, resolve_device
 from .errors import InputError
 from .train import results_table, write_json
 
@@ -25,7 +27,7 @@ def sliding_window_nll(model, input_ids: torch.Tensor, max_length: int, stride: 
     if not 0 < stride < max_length:
         # stride == max_length would leave each window's first token unscored (no context)
         raise InputError(f"stride must be in 1..max_length-1 ({max_length - 1}), got {stride}")
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, count, scored_until = 0.0, 0, 1  # the first token has no context: never scored
     for begin in range(0, len(input_ids), stride):
         end = min(begin + max_length, len(input_ids))
@@ -42,9 +44,9 @@ def sliding_window_nll(model, input_ids: torch.Tensor, max_length: int, stride: 
     return total, count
 
 
-def run_perplexity(recipe, stride: int | None = None) -> dict:
+def run_perplexity(recipe, stride: int | None = None, device: str = "auto", dtype: str = "auto") -> dict:
     """Perplexity of ``recipe.model.name_or_path`` on the recipe's validation text (one stream,
-    documents separated by EOS, as the causal LM was trained)."""
+    documents separated by EOS, as the causal LM was trained), computed on ``device``."""
     from pathlib import Path
 
     from .data.corpus import tokenize_dataset
@@ -53,9 +55,11 @@ def run_perplexity(recipe, stride: int | None = None) -> dict:
 
     if recipe.model.family != "decoder":
         raise InputError(f"model.family: perplexity needs a causal LM (decoder), got {recipe.model.family}")
+    target = resolve_device(device)
     name, revision = parse_model_reference(recipe.model.name_or_path)
     model = AutoModelForCausalLM.from_pretrained(name, revision=revision,
-                                                 trust_remote_code=recipe.model.trust_remote_code).eval()
+                                                 trust_remote_code=recipe.model.trust_remote_code)
+    model = place_model(model, target, inference_dtype(target, dtype, recipe.train.mixed_precision)).eval()
     corpus = load_corpus(recipe)
     split = "validation" if "validation" in corpus else "train"
     tokenizer = load_tokenizer(recipe, iter(()), Path(recipe.train.output_dir))
@@ -72,5 +76,6 @@ def run_perplexity(recipe, stride: int | None = None) -> dict:
     output_dir = Path(recipe.train.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "eval_results.json", metrics)
-    print("\n" + results_table(f"Perplexity: {recipe.model.name_or_path} on {split} text", metrics) + "\n")
+    where = f"{model_device(model).type}, {str(next(model.parameters()).dtype).removeprefix('torch.')}"
+    print("\n" + results_table(f"Perplexity: {recipe.model.name_or_path} on {split} text ({where})", metrics) + "\n")
     return metrics

@@ -91,3 +91,59 @@ def test_chat_prompts_go_through_the_chat_template(model_and_tokenizer):
                                "{% if add_generation_prompt %}w11{% endif %}")
     templated = [f"w9 {p} w10 w11" for p in PROMPTS]
     assert generate(model, tokenizer, PROMPTS, chat=True, **options) == generate(model, tokenizer, templated, **options)
+
+
+# ---------------------------------------------------------------- --device / --dtype (hfpipe/device.py)
+def test_auto_device_is_the_best_available_and_explicit_cpu_is_cpu():
+    from hfpipe.device import resolve_device
+
+    mps = torch.backends.mps.is_available()
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="--device"):
+        resolve_device("tpu")
+
+
+def test_run_precision_applies_on_accelerators_only():
+    from hfpipe.device import inference_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert inference_dtype(cpu, "auto", "bf16") == torch.float32  # float32 on CPU unless asked
+    assert inference_dtype(cpu, "bfloat16", "no") == torch.bfloat16  # ... and as asked when asked
+    assert inference_dtype(cuda, "auto", "no") == torch.float32
+    assert inference_dtype(cuda, "auto", None) == torch.float32
+    assert inference_dtype(cuda, "auto", "fp16") == torch.float16
+    if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
+        assert inference_dtype(cuda, "auto", "bf16") == torch.bfloat16
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_one_exit_2_line_before_loading(tmp_path, capsys):
+    missing = tmp_path / "not-a-model"  # were it loaded first, the error would name the folder instead
+    assert main(["generate", str(missing), "--prompt", "w3", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("hfpipe: error: --device cuda: no CUDA device")
+
+
+def test_folder_without_config_is_an_input_error(tmp_path, capsys):
+    assert main(["generate", str(tmp_path), "--prompt", "w3", "--device", "cpu"]) == 2
+    assert "no config.json" in capsys.readouterr().err
+
+
+def test_cpu_device_leaves_outputs_and_precision_unchanged(tmp_path, model_and_tokenizer, capsys):
+    """A checkpoint whose run trained in bf16 still generates in float32 on CPU, token for token
+    as the in-memory model does."""
+    from hfpipe.generate import load_generator
+
+    model, tokenizer = model_and_tokenizer
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "recipe.yaml").write_text("train:\n  mixed_precision: bf16\n")
+    options = generation_kwargs(max_new_tokens=12)
+    expected = generate(model, tokenizer, PROMPTS, **options)
+    loaded, loaded_tokenizer = load_generator(str(tmp_path), device="cpu")
+    assert next(loaded.parameters()).dtype == torch.float32 and next(loaded.parameters()).device.type == "cpu"
+    assert generate(loaded, loaded_tokenizer, PROMPTS, **options) == expected
+    assert main(["generate", str(tmp_path), "--prompt", PROMPTS[0], "--max-new-tokens", "12", "--device", "cpu",
+                 "--no-stream"]) == 0
+    assert capsys.readouterr().out.strip() == f"{PROMPTS[0]}{expected[0]}".strip()

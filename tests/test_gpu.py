@@ -1,6 +1,8 @@
 """CUDA-only checks (marker ``gpu``: skipped without CUDA, see conftest.py): bf16 autocast, the
-flash SDPA kernel, torch.compile and QLoRA in 4-bit on the GPU. bench/gpu.sh runs them."""
+flash SDPA kernel, torch.compile, QLoRA in 4-bit on the GPU, and the inference verbs (generate,
+in-context scoring, perplexity) on CUDA against their CPU results. bench/gpu.sh runs them."""
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
@@ -99,3 +101,116 @@ def test_qlora_trains_a_4bit_base_on_cuda(tmp_path):
     for name, param in model.named_parameters():
         if name in frozen:
             assert torch.equal(param, frozen[name]), name
+
+
+# ---------------------------------------------------------------- inference verbs on CUDA (hfpipe/device.py)
+WORDS = ["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(VOCAB - 3)]
+
+
+def _word_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def _saved_decoder(path, mixed_precision=None):
+    """A tiny hfpipe decoder + tokenizer saved on CPU, as a finished run leaves them."""
+    torch.manual_seed(0)
+    config = hfpipe.config_for("decoder", "tiny", vocab_size=VOCAB, pad_token_id=0, eos_token_id=1, bos_token_id=1,
+                               max_position_embeddings=256)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    _word_tokenizer().save_pretrained(path)
+    if mixed_precision:
+        (path / "recipe.yaml").write_text(f"train:\n  mixed_precision: {mixed_precision}\n")
+    return path
+
+
+PROMPTS = ["w3 w4 w5 w6", "w7", "w100 w200 w300"]
+
+
+def test_greedy_generation_on_cuda_equals_cpu_in_float32(tmp_path, capsys):
+    from hfpipe.cli import main
+    from hfpipe.generate import generate, generation_kwargs, load_generator
+
+    path = _saved_decoder(tmp_path)
+    options = generation_kwargs(max_new_tokens=32)
+    texts = {}
+    for device in ("cpu", "cuda"):
+        model, tokenizer = load_generator(str(path), device=device, dtype="float32")
+        assert next(model.parameters()).device.type == device
+        texts[device] = generate(model, tokenizer, PROMPTS, **options)
+    assert texts["cuda"] == texts["cpu"] and all(len(t.split()) == 32 for t in texts["cpu"])
+    # the verb itself: auto picks CUDA here, and prints what the CPU computed
+    assert main(["generate", str(path), "--prompt", PROMPTS[0], "--max-new-tokens", "32", "--no-stream",
+                 "--dtype", "float32"]) == 0
+    assert capsys.readouterr().out.strip() == (PROMPTS[0] + texts["cpu"][0]).strip()
+
+
+def test_generation_runs_in_the_runs_bf16_on_cuda(tmp_path):
+    from hfpipe.generate import generate, generation_kwargs, load_generator
+
+    model, tokenizer = load_generator(str(_saved_decoder(tmp_path, "bf16")))  # auto, auto
+    assert next(model.parameters()).dtype == torch.bfloat16 and next(model.parameters()).is_cuda
+    texts = generate(model, tokenizer, PROMPTS, **generation_kwargs(max_new_tokens=16))
+    assert all(len(t.split()) == 16 for t in texts)
+
+
+@pytest.mark.parametrize("family", ["decoder", "seq2seq"])
+def test_in_context_scores_on_cuda_equal_cpu(family):
+    from hfpipe.device import place_model
+    from hfpipe.icl import score_continuations
+
+    tokenizer = _word_tokenizer()
+    model = _model(family).cpu().eval()
+    if family == "seq2seq":
+        model.config.decoder_start_token_id = 0
+    prompts = [" ".join(f"w{(7 * i + j) % 400 + 3}" for j in range(5 + 3 * i)) + " " for i in range(12)]
+    one_token, two_tokens = ["w10", "w20"], ["w10 w11", "w20"]
+    expected = {w: score_continuations(model, tokenizer, prompts, list(w)) for w in (tuple(one_token), tuple(two_tokens))}
+    place_model(model, torch.device("cuda"))
+    for words, cpu_scores in expected.items():
+        cuda_scores = score_continuations(model, tokenizer, prompts, list(words))
+        assert cuda_scores.shape == (12, 2)
+        np.testing.assert_allclose(cuda_scores, cpu_scores, rtol=1e-4, atol=1e-4)
+        assert (cuda_scores.argmax(-1) == cpu_scores.argmax(-1)).all()
+
+
+def test_perplexity_on_cuda_equals_cpu():
+    from hfpipe.perplexity import sliding_window_nll
+
+    model = _model("decoder", max_position_embeddings=128).cpu().eval()
+    ids = torch.randint(5, VOCAB, (1000,), generator=torch.Generator().manual_seed(3))
+    cpu_nll, cpu_count = sliding_window_nll(model, ids, max_length=128, stride=64)
+    cuda_nll, cuda_count = sliding_window_nll(model.cuda(), ids, max_length=128, stride=64)
+    assert cuda_count == cpu_count == 999
+    assert cuda_nll == pytest.approx(cpu_nll, rel=1e-3)
+    bf16_nll, _ = sliding_window_nll(model.to(torch.bfloat16), ids, max_length=128, stride=64)
+    assert bf16_nll == pytest.approx(cpu_nll, rel=2e-2)  # bf16 weights: within bf16's precision
+
+
+def test_evaluate_perplexity_verb_on_cuda_equals_cpu(tmp_path):
+    pytest.importorskip("datasets")  # the corpus loader needs it; the GPU image may not carry it
+    import json
+    from pathlib import Path
+
+    from hfpipe.cli import main
+    from hfpipe.tokenization import train_tokenizer
+
+    tokenizer = train_tokenizer((f"w{i} w{i + 1} w{i + 2}." for i in range(300)), "decoder", vocab_size=300)
+    torch.manual_seed(0)
+    config = hfpipe.config_for("decoder", "tiny", vocab_size=len(tokenizer), max_position_embeddings=128,
+                               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "pretrain" / "gpt-clm.yaml"
+    metrics = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        assert main(["evaluate", str(recipe), "--smoke", "--model", str(tmp_path / "model"), "--output-dir", str(out),
+                     "--device", device]) == 0
+        metrics[device] = json.loads((out / "eval_results.json").read_text())
+    assert metrics["cuda"]["eval_tokens"] == metrics["cpu"]["eval_tokens"]
+    assert metrics["cuda"]["perplexity"] == pytest.approx(metrics["cpu"]["perplexity"], rel=1e-3)

@@ -100,3 +100,15 @@ def test_demonstrations_are_distinct_and_a_too_long_query_keeps_its_end(tokenize
     prefix = tokenizer(long_prompt.rstrip(" "), add_special_tokens=False)["input_ids"][-14:]  # 16 - word - 1
     expected = naive_log_likelihood(model, prefix, tokenizer(" great", add_special_tokens=False)["input_ids"])
     assert scores[0, 0] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_icl_on_cuda_without_cuda_is_one_exit_2_line(tmp_path, capsys):
+    from pathlib import Path
+
+    from hfpipe.cli import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "icl" / "glue-sst2.yaml"
+    assert main(["icl", str(recipe), "--model", str(tmp_path / "nothing"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("hfpipe: error: --device cuda: no CUDA device")
