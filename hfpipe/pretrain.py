@@ -1,7 +1,9 @@
 """``hfpipe pretrain RECIPE``: raw text -> tokenizer -> objective examples -> Trainer.
 
-    recipe.data       -> corpus.load_text_dataset        (Hub name, local files, or embedded text)
-    recipe.tokenizer  -> tokenization.train_tokenizer    (or a saved one)
+    recipe.data       -> corpus.load_text_dataset        (Hub name, local files, embedded text; or
+                                                          data.sources interleaved by weight)
+    data.streaming    -> data.streaming.ResumableStream  (this process's part; position in checkpoints)
+    recipe.tokenizer  -> tokenization.train_tokenizer    (on the first tokenizer.train_samples texts)
     recipe.objective  -> examples + collator             (one function per objective below)
     recipe.model      -> hfpipe.config_for(...)          (or from_pretrained)
     recipe.train      -> train.build_trainer             (Accelerate, checkpoints, resume)
@@ -9,9 +11,12 @@
 
 from __future__ import annotations
 
+import glob
 import inspect
+import json
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,6 +57,7 @@ class Examples:
     collator: Callable
     compute_metrics: Callable | None = None
     preprocess_logits_for_metrics: Callable | None = None
+    counters: dict[str, Any] = field(default_factory=dict)  # streamed: counts kept as the stream is read
 
 
 def load_tokenizer(recipe, texts, output_dir=None):
@@ -192,12 +198,30 @@ def _tokenized(recipe, corpus, tokenizer):
     }
 
 
+def _is_stream(dataset) -> bool:
+    from datasets import IterableDataset
+
+    return isinstance(dataset, IterableDataset)
+
+
+def _map_options(dataset, desc: str) -> dict:
+    """IterableDataset.map takes no progress-bar description."""
+    return {} if _is_stream(dataset) else {"desc": desc}
+
+
 def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
+    """(blocks per split, {"packing": PackingCounter} when the training split is streamed)."""
     from .data.packing import pack_dataset
 
-    out = {}
+    out, counters = {}, {}
     for split, dataset in _tokenized(recipe, corpus, tokenizer).items():
         packed, stats = pack_dataset(dataset, block_size, eos_token_id=eos, desc=f"packing {split}")
+        if _is_stream(packed):  # counted as the stream is read; reported at the end of the run
+            logger.info("%s: packing a stream into blocks of %d; counts are reported at the end", split, block_size)
+            if split == "train":
+                counters["packing"] = stats
+            out[split] = packed
+            continue
         logger.info("%s: %d documents, %d tokens -> %d blocks of %d (%d tokens dropped, %.2f%%)", split,
                     stats.num_documents, stats.num_tokens, stats.num_blocks, block_size,
                     stats.num_dropped_tokens, 100 * stats.dropped_fraction)
@@ -207,7 +231,7 @@ def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
                 "give more text or lower objective.max_seq_length"
             )
         out[split] = packed
-    return out
+    return out, counters
 
 
 def bert_pairs(recipe, corpus, tokenizer) -> Examples:
@@ -227,9 +251,13 @@ def bert_pairs(recipe, corpus, tokenizer) -> Examples:
     splits = {}
     for split, dataset in corpus.items():
         documents = sentences_dataset(dataset, tokenizer, text_column=recipe.data.text_column)
-        splits[split] = documents.shuffle(seed=recipe.train.seed).map(
-            builder, batched=True, with_indices=True, remove_columns=documents.column_names,
-            desc=f"{objective.name} pairs ({split})",
+        if not _is_stream(documents):
+            # A stream is read in order: datasets' shuffle buffer is not restored by load_state_dict,
+            # so shuffling it would break exact resumes; streamed corpora are usually shuffled at rest.
+            documents = documents.shuffle(seed=recipe.train.seed)
+        splits[split] = documents.map(
+            builder, batched=True, with_indices=True, remove_columns=documents.column_names or ["sentences"],
+            **_map_options(documents, f"{objective.name} pairs ({split})"),
         )
     collator = DataCollatorForBertPretraining(
         tokenizer,
@@ -244,13 +272,13 @@ def bert_pairs(recipe, corpus, tokenizer) -> Examples:
 def masked_lm(recipe, corpus, tokenizer) -> Examples:
     """RoBERTa's FULL-SENTENCES: packed blocks of max_seq_length - 2, framed by CLS/SEP."""
     objective = recipe.objective
-    splits = _packed(recipe, corpus, tokenizer, objective.max_seq_length - 2, tokenizer.sep_token_id)
+    splits, counters = _packed(recipe, corpus, tokenizer, objective.max_seq_length - 2, tokenizer.sep_token_id)
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
 
     def frame(batch):
         return {"input_ids": [[cls, *block, sep] for block in batch["input_ids"]]}
 
-    splits = {k: v.map(frame, batched=True, desc="framing") for k, v in splits.items()}
+    splits = {k: v.map(frame, batched=True, **_map_options(v, "framing")) for k, v in splits.items()}
     collator = DataCollatorForLanguageModeling(
         tokenizer,
         mlm=True,
@@ -258,16 +286,16 @@ def masked_lm(recipe, corpus, tokenizer) -> Examples:
         mask_replace_prob=objective.mask_replace_prob,
         random_replace_prob=objective.random_replace_prob,
     )
-    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax)
+    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
 
 def causal_lm(recipe, corpus, tokenizer) -> Examples:
     from .data.collators import DataCollatorForCausalLM
 
-    splits = _packed(recipe, corpus, tokenizer, recipe.objective.max_seq_length, tokenizer.eos_token_id)
+    splits, counters = _packed(recipe, corpus, tokenizer, recipe.objective.max_seq_length, tokenizer.eos_token_id)
     # not transformers' collator: with pad = EOS (GPT-2 style) it would drop every EOS label
     collator = DataCollatorForCausalLM(tokenizer)
-    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(True), _argmax)
+    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(True), _argmax, counters)
 
 
 def span_corruption(recipe, corpus, tokenizer) -> Examples:
@@ -278,22 +306,22 @@ def span_corruption(recipe, corpus, tokenizer) -> Examples:
         objective.max_seq_length, objective.noise_density, objective.mean_noise_span_length
     )
     # T5 packs raw text with no separators; the collator appends EOS after corruption.
-    splits = _packed(recipe, corpus, tokenizer, raw_length, None)
+    splits, counters = _packed(recipe, corpus, tokenizer, raw_length, None)
     collator = DataCollatorForSpanCorruption(
         tokenizer,
         noise_density=objective.noise_density,
         mean_noise_span_length=objective.mean_noise_span_length,
         input_length=objective.max_seq_length,
     )
-    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax)
+    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
 
 def prefix_lm(recipe, corpus, tokenizer) -> Examples:
     from .data.collators import DataCollatorForPrefixLM
 
-    splits = _packed(recipe, corpus, tokenizer, recipe.objective.max_seq_length, tokenizer.eos_token_id)
+    splits, counters = _packed(recipe, corpus, tokenizer, recipe.objective.max_seq_length, tokenizer.eos_token_id)
     collator = DataCollatorForPrefixLM(tokenizer)
-    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax)
+    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
 
 OBJECTIVES = {
@@ -307,37 +335,186 @@ OBJECTIVES = {
 
 
 def load_corpus(recipe):
+    """{"train", "validation"?} documents as the recipe's data section says (see `load_corpus_and_mixture`)."""
+    return load_corpus_and_mixture(recipe)[0]
+
+
+def load_corpus_and_mixture(recipe):
+    """{"train", "validation"?} documents, and the data.sources Mixture (None for one source).
+
+    A streamed corpus stays a stream: ``max_train_samples`` is a ``take``; its validation set is
+    the source's own (files, a Hub validation split) or the first ``data.validation_samples``
+    documents, materialised and skipped by training.
+    """
+    from datasets import Dataset
+
     from .data.corpus import load_text_dataset
 
     data = recipe.data
-    corpus = load_text_dataset(
-        source=data.dataset,
-        files=list(data.train_files) or None,
-        validation_files=list(data.validation_files) or None,
-        dataset_config=data.dataset_config,
-        text_column=data.text_column,
-        streaming=data.streaming,
-        validation_split_percentage=data.validation_split_percentage,
-        seed=recipe.train.seed,
-    )
+    held_out = data.validation_samples is not None
+    options = dict(dataset_config=data.dataset_config, text_column=data.text_column, streaming=data.streaming,
+                   seed=recipe.train.seed)
+    mixture = None
+    if data.sources:
+        corpus, mixture = _mixed_corpus(recipe)
+    else:
+        corpus = load_text_dataset(
+            source=data.dataset, files=_expand(data.train_files) or None,
+            validation_files=_expand(data.validation_files) or None,
+            validation_split_percentage=0 if held_out else data.validation_split_percentage, **options)
+    corpus = dict(corpus)
+    train = corpus["train"]
+    if _is_stream(train) and recipe.train.max_steps <= 0:
+        raise InputError("train.max_steps: a streamed corpus has no length; expected a positive number of steps")
+    num_held_out = data.validation_samples
+    if _is_stream(train) and not held_out and "validation" not in corpus and data.validation_split_percentage > 0:
+        if not data.max_train_samples:
+            raise InputError(
+                f"data.validation_split_percentage: a stream of unknown length cannot be split by percentage "
+                f"(got {data.validation_split_percentage}); expected data.validation_samples (documents held out from "
+                "the head of the stream), data.validation_files, data.max_train_samples, or 0"
+            )
+        # A stream cut by max_train_samples has a known length: hold out that percentage of it.
+        num_held_out = math.ceil(data.max_train_samples * data.validation_split_percentage / 100)
+        held_out = True
+    if held_out and "validation" not in corpus:
+        if _is_stream(train):
+            rows = list(train.take(num_held_out))
+            train = train.skip(num_held_out)
+            validation = Dataset.from_dict({data.text_column: [row[data.text_column] for row in rows]})
+        else:
+            if num_held_out >= len(train):
+                raise InputError(f"data.validation_samples: {num_held_out} documents leave none of the "
+                                 f"{len(train)} for training; expected fewer")
+            validation = train.select(range(num_held_out))
+            train = train.select(range(num_held_out, len(train)))
+        if len(validation) == 0:
+            raise InputError("data: the training stream is empty; expected documents")
+        logger.info("validation: the first %d documents of the training data, not trained on", len(validation))
+        corpus["validation"] = validation
     if data.max_train_samples:
-        corpus["train"] = corpus["train"].select(range(min(data.max_train_samples, len(corpus["train"]))))
-    if data.max_eval_samples and "validation" in corpus:
-        corpus["validation"] = corpus["validation"].select(range(min(data.max_eval_samples, len(corpus["validation"]))))
-    return corpus
+        train = train.take(data.max_train_samples) if _is_stream(train) else train.select(
+            range(min(data.max_train_samples, len(train))))
+    corpus["train"] = train
+    validation = corpus.get("validation")
+    if data.max_eval_samples and validation is not None:
+        corpus["validation"] = validation.take(data.max_eval_samples) if _is_stream(validation) else \
+            validation.select(range(min(data.max_eval_samples, len(validation))))
+    return corpus, mixture
+
+
+def _expand(patterns) -> list[str]:
+    """Recipe file lists allow globs ("c4/*.json"): each expands to its matches, sorted."""
+    return [f for pattern in patterns for f in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])]
+
+
+def _mixed_corpus(recipe):
+    """data.sources: each source's documents (renamed to data.text_column), interleaved by weight."""
+    from .data.corpus import interleave_sources, load_text_dataset
+
+    data = recipe.data
+    parts, names = [], []
+    for i, source in enumerate(data.sources):
+        column = source.text_column or data.text_column
+        part = load_text_dataset(source=source.dataset, files=_expand(source.files) or None,
+                                 dataset_config=source.dataset_config, text_column=column,
+                                 streaming=data.streaming, validation_split_percentage=0)["train"]
+        if column != data.text_column:
+            part = part.rename_column(column, data.text_column)
+        parts.append(part)
+        names.append(source.name or source.dataset or Path(source.files[0]).stem or f"source{i}")
+    mixed, mixture = interleave_sources(parts, [s.weight for s in data.sources], names, recipe.train.seed)
+    logger.info("data: %s interleaved with probabilities %s (seed %d)", ", ".join(names),
+                ", ".join(f"{w:.3f}" for w in mixture.weights), recipe.train.seed)
+    corpus = {"train": mixed}
+    if data.validation_files:
+        corpus["validation"] = load_text_dataset(files=_expand(data.validation_files), text_column=data.text_column,
+                                                 streaming=data.streaming, validation_split_percentage=0)["train"]
+    return corpus, mixture
+
+
+def _train_tokenizer_texts(recipe, train):
+    """The bounded tokenizer sample (first tokenizer.train_samples texts) and its running count."""
+    from .data.corpus import TextSample, sample_texts
+
+    sample = TextSample()
+    return sample_texts(train, recipe.data.text_column, recipe.tokenizer.train_samples, sample=sample), sample
+
+
+def _streamed_examples(recipe, examples, mixture, resume_from):
+    """Wrap the streamed training examples; load their position from the checkpoint when resuming.
+    Returns (ResumableStream, TrainingArguments overrides)."""
+    from .data.streaming import ResumableStream, process_rank_and_count, stream_state_path
+
+    counters = dict(examples.counters)
+    if mixture is not None:
+        counters["mixture"] = mixture
+    stream = ResumableStream(examples.train, recipe.train.per_device_train_batch_size, counters)
+    if not resume_from:
+        return stream, {}
+    rank, count = process_rank_and_count()
+    saved = sorted(Path(resume_from).glob("stream-*.json"))
+    path = stream_state_path(resume_from, rank)
+    if len(saved) != count or not path.is_file():
+        logger.warning("%s holds %d stream positions for %d processes; re-reading the stream up to the checkpoint",
+                       resume_from, len(saved), count)
+        return stream, {}
+    stream.load_state(json.loads(path.read_text()))
+    logger.info("resuming the stream at the position saved in %s (pass %d, batch %d)", path, stream.epoch + 1,
+                stream.batches)
+    return stream, {"ignore_data_skip": True}  # the position is loaded: Trainer must not skip batches again
+
+
+def stream_report(stream, consumed_batches: int) -> dict:
+    """Counts of the training stream up to the last batch trained on (flat, for train_results.json)."""
+    snapshot = stream.state_after(consumed_batches)
+    counters = snapshot["counters"] if snapshot else {name: c.state() for name, c in stream.counters.items()}
+    report = {"train_stream_passes": (snapshot or {"epoch": stream.epoch})["epoch"] + 1}
+    for key, value in counters.get("packing", {}).items():
+        report[f"train_packing_{key.removeprefix('num_')}"] = value
+    mixture = stream.counters.get("mixture")
+    if mixture is not None and "mixture" in counters:
+        mixture.load_state(counters["mixture"])
+        for name, fraction in mixture.realised().items():
+            report[f"train_mixture_{name}"] = round(fraction, 6)
+        logger.info("%s", mixture.report())
+    return report
 
 
 def run_pretraining(recipe) -> dict:
     """Pretrain as the recipe says; returns the final evaluation metrics."""
+    from transformers import Trainer
+
+    from .data.streaming import split_for_this_process, streaming_trainer
+
     output_dir, resume_from = prepare_output_dir(recipe)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
-    corpus = load_corpus(recipe)
-    tokenizer = load_tokenizer(recipe, (text for text in corpus["train"][recipe.data.text_column]), output_dir)
+    corpus, mixture = load_corpus_and_mixture(recipe)
+    texts, sample = _train_tokenizer_texts(recipe, corpus["train"])
+    tokenizer = load_tokenizer(recipe, texts, output_dir)
+    if sample.texts:
+        logger.info("tokenizer trained on the first %d texts (%.1f MB) of the training data (tokenizer.train_samples=%d)",
+                    sample.texts, sample.bytes / 1e6, recipe.tokenizer.train_samples)
     model = build_model(recipe, tokenizer, recipe.objective.max_seq_length)  # checks the vocabulary first
+    streamed = _is_stream(corpus["train"])
+    if streamed:
+        from .data.streaming import process_rank_and_count
+
+        shards = corpus["train"].n_shards
+        corpus["train"] = split_for_this_process(corpus["train"])
+        rank, count = process_rank_and_count()
+        if count > 1:
+            logger.info("process %d of %d reads %d of the %d shards of the stream", rank, count,
+                        corpus["train"].n_shards, shards)
     examples = OBJECTIVES[recipe.objective.name](recipe, corpus, tokenizer)
+    extra_args = {}
+    if streamed:
+        examples.train, extra_args = _streamed_examples(recipe, examples, mixture, resume_from)
+    elif mixture is not None:
+        logger.info("%s", mixture.report())
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info("model: %s, %.2fM parameters; %d training examples", type(model).__name__, n_params / 1e6,
-                len(examples.train))
+    logger.info("model: %s, %.2fM parameters; %s training examples", type(model).__name__, n_params / 1e6,
+                "a stream of" if streamed else len(examples.train))
     from .data.collators import ReproducibleCollator
 
     trainer, _ = build_trainer(
@@ -345,12 +522,17 @@ def run_pretraining(recipe) -> dict:
         ReproducibleCollator(examples.collator, recipe.train.seed),
         compute_metrics=examples.compute_metrics,
         preprocess_logits_for_metrics=examples.preprocess_logits_for_metrics,
+        trainer_class=streaming_trainer(Trainer) if streamed else Trainer, extra_args=extra_args,
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from)
+    if streamed:
+        report = stream_report(examples.train, trainer.state.global_step * recipe.train.gradient_accumulation_steps)
+        logger.info("training stream (this process): %s", ", ".join(f"{k}={v}" for k, v in report.items()))
+        train_result.metrics.update(report)
     metrics = add_perplexity(trainer.evaluate()) if examples.validation is not None else None
     if metrics is not None:
         trainer.log_metrics("eval", metrics)
-    datasets = [recipe.data.dataset] if recipe.data.dataset else []
+    datasets = [recipe.data.dataset] if recipe.data.dataset else [s.dataset for s in recipe.data.sources if s.dataset]
     return finish_run(trainer, recipe, output_dir, train_result, metrics,
                       model_name=output_dir.name, task=None, datasets=datasets,
                       base_model=recipe.model.name_or_path)

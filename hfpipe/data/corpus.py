@@ -340,6 +340,12 @@ def _load_files(
         return Dataset.from_generator(_txt_rows, gen_kwargs={**kwargs, "log": False}, cache_dir=cache_dir)
     # utf-8-sig: a byte-order mark must not become part of the first column's name.
     options = {"encoding": "utf-8-sig"} if builder == "csv" else {}
+    if streaming:
+        # One stream over all files: datasets then sees one shard per file, which is what
+        # split_dataset_by_node and DataLoader workers divide between processes (a
+        # concatenation of per-file streams would be a single shard). Rows are checked as read.
+        stream = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **options)
+        return _checked_text_column(stream, text_column, where=f"{what}s {', '.join(files)}")
     parts = []
     for file in files:  # one by one, so that a bad row can be reported with its file
         try:
@@ -588,3 +594,143 @@ def sentences_dataset(
     `tokenize_dataset`."""
     return _cached_map(dataset, _sentences_batch, _SENTENCES, tokenizer, text_column, num_proc, cache_dir,
                        "sentences")
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded samples and mixtures (what a 300 GB stream needs)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextSample:
+    """What `sample_texts` read: filled in as the texts are consumed."""
+
+    texts: int = 0
+    bytes: int = 0
+
+
+def sample_texts(
+    dataset: Dataset | IterableDataset, text_column: str = "text", max_texts: int = 1_000_000,
+    batch_size: int = 1000, sample: TextSample | None = None,
+) -> Iterator[str]:
+    """The first `max_texts` texts of `dataset`, pulled `batch_size` rows at a time.
+
+    Never more than one batch is in memory and never more than `max_texts` rows are read, so a
+    stream of any size (or a map-style corpus larger than memory) gives a bounded tokenizer
+    sample. `sample` counts texts and UTF-8 bytes as they are yielded.
+    """
+    if max_texts < 1:
+        raise InputError(f"tokenizer.train_samples: expected a positive number of texts, got {max_texts}")
+    sample = sample if sample is not None else TextSample()
+    bounded = dataset.take(max_texts) if isinstance(dataset, IterableDataset) else dataset.select(
+        range(min(max_texts, len(dataset))))
+    for batch in bounded.select_columns([text_column]).iter(batch_size=batch_size):
+        for text in batch[text_column]:
+            sample.texts += 1
+            sample.bytes += len(text.encode("utf-8"))
+            yield text
+
+
+class SourceCounter:
+    """`IterableDataset.map` function that counts the documents one source contributes as the
+    mixed stream is read (interleave_datasets keeps no record of where a row came from)."""
+
+    def __init__(self, counts: list[int], index: int) -> None:
+        self.counts, self.index = counts, index
+
+    def __deepcopy__(self, memo: dict) -> SourceCounter:
+        return self  # datasets copies map functions when it iterates; the counts must stay shared
+
+    def __call__(self, example: dict) -> dict:
+        # Per example, not batched: a batched map would read (and count) up to 1000 rows ahead.
+        self.counts[self.index] += 1
+        return example
+
+
+@dataclass
+class Mixture:
+    """Sources interleaved with `weights`; `counts[i]` documents of source i read so far."""
+
+    names: list[str]
+    weights: list[float]
+    counts: list[int]
+
+    def realised(self) -> dict[str, float]:
+        """Fraction of the documents read so far that came from each source (name -> fraction)."""
+        total = sum(self.counts)
+        return {name: (count / total if total else 0.0) for name, count in zip(self.names, self.counts)}
+
+    def state(self) -> dict[str, list[int]]:
+        return {"counts": list(self.counts)}
+
+    def load_state(self, state: dict) -> None:
+        self.counts[:] = [int(c) for c in state["counts"]]  # in place: the SourceCounters hold this list
+
+    def report(self) -> str:
+        parts = [f"{name}: {count} documents ({100 * fraction:.1f}%, weight {100 * weight:.1f}%)"
+                 for (name, fraction), count, weight in zip(self.realised().items(), self.counts, self.weights)]
+        return "data mixture as read: " + "; ".join(parts)
+
+
+def interleave_sources(
+    sources: Sequence[Dataset | IterableDataset], weights: Sequence[float], names: Sequence[str], seed: int,
+) -> tuple[Dataset | IterableDataset, Mixture]:
+    """One corpus drawing each document from source i with probability weights[i] / sum(weights).
+
+    `datasets.interleave_datasets(probabilities=..., seed=..., stopping_strategy="first_exhausted")`:
+    the mixture ends when its first source runs out, so no source is repeated within a pass.
+    For streams the per-source document counts are kept as the stream is read (`Mixture`).
+    """
+    if len(sources) != len(weights) or not sources:
+        raise InputError(f"data.sources: expected one weight per source, got {len(sources)} sources, {len(weights)} weights")
+    total = float(sum(weights))
+    probabilities = [w / total for w in weights]
+    mixture = Mixture(list(names), probabilities, [0] * len(sources))
+    streamed = [isinstance(s, IterableDataset) for s in sources]
+    if any(streamed) and not all(streamed):
+        raise InputError("data.sources: all sources must be streamed or none (data.streaming applies to every source)")
+    if all(streamed):
+        sources = [s.map(SourceCounter(mixture.counts, i)) for i, s in enumerate(sources)]
+        mixed = datasets.interleave_datasets(list(sources), probabilities=probabilities, seed=seed,
+                                             stopping_strategy="first_exhausted")
+        return mixed, mixture
+    tagged = [s.add_column("source", [i] * len(s)) for i, s in enumerate(sources)]
+    mixed = datasets.interleave_datasets(tagged, probabilities=probabilities, seed=seed,
+                                         stopping_strategy="first_exhausted")
+    counts = pc.value_counts(mixed.with_format("arrow")["source"]).to_pylist()
+    for entry in counts:
+        mixture.counts[entry["values"]] = entry["counts"]
+    return mixed.remove_columns("source"), mixture
+
+
+def write_c4_like_shards(folder: str | Path, num_shards: int, total_bytes: int, seed: int = 0) -> list[Path]:
+    """JSONL shards shaped like C4 (``text``, ``timestamp``, ``url`` per line) of about `total_bytes`
+    in all, cut from the embedded corpus (documents repeat once it is used up). For tests and bench/.
+
+    Returns the shard paths (``c4-train.0000i-of-0000n.json``... as .jsonl), written in turn.
+    """
+    import json
+    import random
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    documents = [d for d in embedded_corpus() if len(d) > 40]
+    rng = random.Random(seed)
+    paths, written, index = [], 0, 0
+    per_shard = max(total_bytes // num_shards, 1)
+    for shard in range(num_shards):
+        path = folder / f"c4-train.{shard:05d}-of-{num_shards:05d}.jsonl"
+        size = 0
+        with open(path, "w", encoding="utf-8") as file:
+            while size < per_shard:
+                text = documents[index % len(documents)]
+                index += 1
+                record = {"text": text, "timestamp": f"2019-04-{rng.randint(10, 28)}T{rng.randint(0, 23):02d}:"
+                          f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z",
+                          "url": f"https://example.org/{shard}/{index}"}
+                line = json.dumps(record) + "\n"
+                file.write(line)
+                size += len(line.encode("utf-8"))
+        written += size
+        paths.append(path)
+    return paths

@@ -10,7 +10,10 @@ full-sentence MLM/CLM packing need, but it never drops silently:
   shorter last block instead (collators with dynamic padding pad it; span corruption will
   reject it with an InputError naming the length).
 - :func:`pack_dataset` runs the map over a whole ``datasets.Dataset`` and returns exact
-  totals (:class:`PackingStats`), logging a warning with the number of dropped tokens.
+  totals (:class:`PackingStats`), logging a warning with the number of dropped tokens. On a
+  ``datasets.IterableDataset`` (a stream) the totals cannot be known up front: it returns a
+  :class:`PackingCounter` that counts them as the stream is read, for the end-of-run report.
+  Both paths cut the same blocks in the same order from the same documents (same map batches).
 
 The loss is at most ``block_size - 1`` tokens per map batch: with 1000 documents per batch
 and blocks of 512, well under 1% of a typical corpus.
@@ -28,7 +31,7 @@ import numpy as np
 
 from hfpipe.errors import InputError
 
-__all__ = ["PackingStats", "pack_dataset", "pack_sequences"]
+__all__ = ["PackingCounter", "PackingStats", "pack_dataset", "pack_sequences"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,50 @@ class PackingStats:
         return self.num_dropped_tokens / self.num_tokens if self.num_tokens else 0.0
 
 
+@dataclasses.dataclass
+class PackingCounter:
+    """Running totals of a streamed packing (same fields as :class:`PackingStats`); also the
+    ``IterableDataset.map`` function that packs each batch and counts it as the stream is read."""
+
+    block_size: int
+    eos_token_id: int | None = None
+    column: str = "input_ids"
+    drop_remainder: bool = True
+    num_documents: int = 0
+    num_tokens: int = 0
+    num_blocks: int = 0
+    num_dropped_tokens: int = 0
+
+    def __deepcopy__(self, memo: dict) -> PackingCounter:
+        return self  # datasets copies map functions when it iterates; the counts must stay shared
+
+    def __call__(self, batch: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, Any]:
+        packed = pack_sequences(batch, self.block_size, self.eos_token_id, self.column, self.drop_remainder)
+        blocks = packed[self.column]
+        documents = batch[self.column]
+        tokens = sum(len(d) for d in documents) + (0 if self.eos_token_id is None else len(documents))
+        self.num_documents += len(documents)
+        self.num_tokens += tokens
+        self.num_blocks += len(blocks)
+        self.num_dropped_tokens += tokens - sum(len(b) for b in blocks)
+        return packed
+
+    @property
+    def dropped_fraction(self) -> float:
+        return self.num_dropped_tokens / self.num_tokens if self.num_tokens else 0.0
+
+    def stats(self) -> PackingStats:
+        return PackingStats(self.num_documents, self.num_tokens, self.num_blocks, self.num_dropped_tokens)
+
+    def state(self) -> dict[str, int]:
+        """The four counts (JSON), for a checkpoint; `load_state` restores them."""
+        return dataclasses.asdict(self.stats())
+
+    def load_state(self, state: Mapping[str, int]) -> None:
+        for key, value in state.items():
+            setattr(self, key, int(value))
+
+
 def pack_dataset(
     dataset: Any,
     block_size: int,
@@ -96,6 +143,9 @@ def pack_dataset(
 ) -> tuple[Any, PackingStats]:
     """Pack a ``datasets.Dataset`` with :func:`pack_sequences`; returns (blocks dataset, stats).
 
+    On a ``datasets.IterableDataset`` returns (blocks stream, :class:`PackingCounter`), the counts
+    growing as the stream is read.
+
     ``map_kwargs`` go to ``Dataset.map`` (``batch_size``, ``num_proc``, ``desc``, ...). The
     dropped-token count is exact: input tokens are counted with Arrow, output tokens from
     the blocks.
@@ -103,6 +153,17 @@ def pack_dataset(
     import pyarrow.compute as pc
 
     _check_block_size(block_size)
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        counter = PackingCounter(block_size, eos_token_id, column, drop_remainder)
+        map_kwargs.pop("desc", None)  # IterableDataset.map takes no progress-bar description
+        map_kwargs.pop("num_proc", None)  # a stream is mapped lazily, in the process that reads it
+        columns = dataset.column_names
+        if columns is not None and column not in columns:
+            raise InputError(f"packing: the dataset has no column {column!r} (columns: {columns})")
+        packed = dataset.map(counter, batched=True, remove_columns=columns or [column], **map_kwargs)
+        return packed, counter
     if column not in dataset.column_names:
         raise InputError(f"packing: the dataset has no column {column!r} (columns: {dataset.column_names})")
     packed = dataset.map(
