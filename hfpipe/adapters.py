@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -85,12 +86,8 @@ def peft_config(section, model):
     if section.method == "prefix_tuning":
         return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=section.num_virtual_tokens)
     if section.method == "prompt_tuning":
-        init = {}
-        if section.prompt_tuning_init_text:
-            init = dict(prompt_tuning_init=peft.PromptTuningInit.TEXT,
-                        prompt_tuning_init_text=section.prompt_tuning_init_text,
-                        tokenizer_name_or_path=model.config.name_or_path)
-        return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=section.num_virtual_tokens, **init)
+        # Text initialisation happens in apply_peft from the run's own tokenizer (see there).
+        return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=section.num_virtual_tokens)
     raise InputError(f"peft.method: unknown method {section.method!r}")
 
 
@@ -100,14 +97,33 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def apply_peft(model, section):
+def init_prompt_from_text(wrapped, tokenizer, text: str) -> None:
+    """Prompt tuning's TEXT initialisation: the virtual tokens start as the embeddings of ``text``'s
+    tokens, repeated or cut to their number (peft's algorithm). peft would load the tokenizer again by
+    path, and a tokenizer trained in this run, or a model's folder without one, has no such path."""
+    virtual = wrapped.peft_config["default"].num_virtual_tokens * wrapped.peft_config["default"].num_transformer_submodules
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise InputError(f"peft.prompt_tuning_init_text: {text!r} gives no tokens")
+    ids = (ids * math.ceil(virtual / len(ids)))[:virtual]
+    embeddings = wrapped.get_input_embeddings()
+    with torch.no_grad():
+        wrapped.prompt_encoder["default"].embedding.weight.copy_(
+            embeddings(torch.tensor(ids, device=embeddings.weight.device)))
+
+
+def apply_peft(model, section, tokenizer=None):
     """Wrap ``model`` as the recipe's ``peft`` section says (no-op for ``none``); logs the
-    trainable share."""
+    trainable share. ``tokenizer`` initialises prompt tuning from ``prompt_tuning_init_text``."""
     if section.method == "none":
         return model
     import peft
 
     wrapped = peft.get_peft_model(model, peft_config(section, model))
+    if section.method == "prompt_tuning" and section.prompt_tuning_init_text:
+        if tokenizer is None:
+            raise InputError("peft.prompt_tuning_init_text: needs the run's tokenizer")
+        init_prompt_from_text(wrapped, tokenizer, section.prompt_tuning_init_text)
     trainable, total = count_parameters(wrapped)
     message = f"peft {section.method}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.3f}%)"
     logger.info(message)

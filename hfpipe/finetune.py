@@ -171,11 +171,11 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
     return tokenizer, model
 
 
-def adapt(recipe, model):
+def adapt(recipe, model, tokenizer):
     """Quantized bases get QLoRA's preparation; then the recipe's PEFT method (if any)."""
     if quantization_config(recipe.quantization) is not None:
         model = prepare_quantized(model)
-    return apply_peft(model, recipe.peft)
+    return apply_peft(model, recipe.peft, tokenizer)
 
 
 def _uses_gpt_pairs(recipe) -> bool:
@@ -207,7 +207,7 @@ def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
     gpt_pairs = _uses_gpt_pairs(recipe)
     if gpt_pairs and tokenizer.add_tokens(list(glue.GPT_SPECIAL_TOKENS), special_tokens=True):
         model.resize_token_embeddings(len(tokenizer))
-    model = adapt(recipe, model)
+    model = adapt(recipe, model, tokenizer)
 
     def encode(batch):
         a, b = _glue_texts(batch, spec)
@@ -240,7 +240,7 @@ def run_glue(recipe, data: TaskData, do_train: bool, resume_from):
 
 def _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts):
     tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSeq2SeqLM, texts)
-    model = adapt(recipe, model)
+    model = adapt(recipe, model, tokenizer)
     max_length = recipe.task.max_seq_length
     target_words = [glue.text_to_text({**{f: "" for f in spec.text_fields}, "label": i}, spec)[1]
                     for i in range(spec.num_labels)] if spec.label_names else ["5.0"]
@@ -303,7 +303,7 @@ def run_sft(recipe, data: TaskData, do_train: bool, resume_from):
     texts = lambda: (t for row in data.train or [] for t in (row["instruction"], row["response"]))  # noqa: E731
     tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForCausalLM, texts)
     sft.ensure_chat_template(tokenizer, recipe.task.chat_template)  # saved with the tokenizer, for inference
-    model = adapt(recipe, model)
+    model = adapt(recipe, model, tokenizer)
     max_length = recipe.task.max_seq_length
     train = sft.tokenize_sft(data.train, tokenizer, max_length, "train") if data.train is not None else None
     validation = data.evaluation.get("validation")
@@ -354,7 +354,7 @@ def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
     task = recipe.task
     texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
     tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForQuestionAnswering, texts)
-    model = adapt(recipe, model)
+    model = adapt(recipe, model, tokenizer)
     window = dict(max_seq_length=task.max_seq_length, doc_stride=task.doc_stride)
     train = squad.map_features(data.train, tokenizer, training=True, **window) if data.train is not None else None
     trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorWithPadding(tokenizer))
@@ -402,7 +402,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     """Finetune (or only evaluate, ``do_train=False``) as the recipe says; returns the metrics."""
     if do_train:
         output_dir, resume_from = prepare_output_dir(recipe)
-    else:
+    else:  # the CLI chose a folder of its own (train.prepare_evaluation_dir)
         output_dir, resume_from = Path(recipe.train.output_dir), None
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built

@@ -41,7 +41,7 @@ import glob
 import math
 import string
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -92,8 +92,20 @@ _GLUE_FALLBACK = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", 
 _SINGLE_SENTENCE_GLUE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
 _DEFAULT_VOCAB_SIZE = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}  # BERT, GPT-2, T5
 _ICL_PLACEHOLDERS = ("text", "text_a", "text_b", "label")
-# Optimizers that run anywhere torch runs; --smoke swaps the others (fused, bnb, paged, ...) for adamw_torch.
-_PLAIN_TORCH_OPTIMIZERS = ("adamw_torch", "adafactor", "sgd", "adagrad", "rmsprop")
+# Optimizer names (transformers OptimizerNames) that need a package or a device torch alone lacks:
+# checked against the machine before any work (no silent swaps).
+_OPTIMIZER_NEEDS = (
+    (("bnb", "8bit", "paged", "lion", "ademamix", "rmsprop_bnb"), "bitsandbytes", None),
+    (("apex",), "apex", None),
+    (("galore",), "galore_torch", None),
+    (("apollo",), "apollo_torch", None),
+    (("lomo",), "lomo_optim", None),
+    (("grokadamw",), "grokadamw", None),
+    (("schedule_free",), "schedulefree", None),
+    (("torchao", "4bit"), "torchao", None),
+    (("npu",), None, "an Ascend NPU"),
+    (("xla", "tpu"), None, "a TPU (torch_xla)"),
+)
 
 
 # ---------------------------------------------------------------------------- value checks
@@ -148,6 +160,7 @@ class TokenizerSection:
     vocab_size: int | None = checked(None, AT_LEAST_ONE)  # when training; None: 30522 / 50257 / 32000 by family
     lowercase: bool | None = None  # when training; None: True for encoder (BERT uncased), else False
     min_frequency: int = checked(2, AT_LEAST_ONE)  # when training: merges/pieces seen fewer times are dropped
+    train_samples: int = checked(1_000_000, AT_LEAST_ONE)  # when training: read at most the first N texts (streams!)
 
 
 @dataclass
@@ -166,6 +179,18 @@ class ObjectiveSection:
 
 
 @dataclass
+class SourceSection:
+    """One corpus of a weighted mixture (``data.sources``)."""
+
+    weight: float = checked(check=POSITIVE)  # relative share of documents; normalised over the sources; required
+    dataset: str | None = None  # Hub dataset name (or files)
+    dataset_config: str | None = None  # Hub dataset config
+    files: list[str] = field(default_factory=list)  # local files (globs allowed)
+    text_column: str | None = None  # its text column; None: data.text_column
+    name: str | None = None  # how the logs and train_results.json name it; None: the dataset or first file
+
+
+@dataclass
 class DataSection:
     dataset: str | None = None  # Hub dataset name; None and no files: hfpipe's embedded sample data
     dataset_config: str | None = None  # Hub dataset config, e.g. "wikitext-103-raw-v1", "sst2"
@@ -176,6 +201,8 @@ class DataSection:
     max_train_samples: int | None = checked(None, AT_LEAST_ONE)  # truncate the training set (debugging)
     max_eval_samples: int | None = checked(None, AT_LEAST_ONE)  # truncate the evaluation set
     streaming: bool = False  # stream a Hub dataset instead of downloading it whole
+    validation_samples: int | None = checked(None, AT_LEAST_ONE)  # hold out the first N documents for evaluation
+    sources: list[SourceSection] = field(default_factory=list)  # weighted mixture: [{dataset|files, weight}, ...]
     preprocessing_num_workers: int | None = checked(None, AT_LEAST_ONE)  # datasets.map num_proc
 
 
@@ -252,6 +279,7 @@ class TrainSection:
     metric_for_best_model: str | None = None  # e.g. "accuracy", "f1"; None: eval loss
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # logging integrations; [] for none
     use_cpu: bool = False  # train on CPU even when an accelerator is present
+    cpu_substitutes: bool = False  # without CUDA: fp16 -> bf16 autocast, CUDA-only optimizers -> adamw_torch (logged)
 
     def to_training_arguments_kwargs(self, do_eval: bool = True) -> dict[str, Any]:
         """Keyword arguments for ``transformers.TrainingArguments`` (transformers 5 names).
@@ -396,20 +424,24 @@ def load_recipe(
 
 
 def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
-    """The global ``--smoke`` defaults for ``recipe``: a tiny CPU-sized run of a few dozen steps.
+    """The global ``--smoke`` defaults for ``recipe``: the same run, shrunk to a few dozen CPU steps.
 
-    - a tiny randomly initialised model (``model.size=tiny``, config overrides dropped, tokenizer
-      trained on the data with at most 2,000 entries) unless ``keep_model`` (the CLI got --model);
-    - 30 steps at batch 8, logging every 5 and evaluating/saving every 10 (checkpoints and
-      resuming get exercised), at most 256 training / 64 evaluation examples;
-    - sequences of at most 64 tokens for pretraining (span corruption stays consistent: the raw
-      length follows from the input length) and 128 for tasks (SQuAD stride 32); in-context
+    Smoke shrinks sizes, never semantics. It changes only:
+
+    - the model: a tiny randomly initialised one (``model.size=tiny``, config overrides dropped,
+      tokenizer trained on the data with at most 2,000 entries) unless ``keep_model`` (--model);
+    - steps and batches: 30 steps at batch 8 per device, logging every 5, evaluating and saving
+      every 10 (checkpoints and resuming get exercised), warm-up 10% of the steps;
+    - lengths: sequences of at most 64 tokens for pretraining (span corruption stays consistent:
+      the raw length follows from the input length), 128 for tasks (SQuAD stride 32); in-context
       learning keeps up to 512-token prompts, shots <= 4 and 32 evaluation rows;
-    - fp32 on whatever device; optimizers that need CUDA kernels or extra packages (fused, 8-bit,
-      paged, GaLore, ...) become adamw_torch, plain torch ones (adafactor, sgd, ...) are kept;
-      no compilation, no activation checkpointing, no loggers, no push;
-    - embedded data (``data.dataset: null``) unless local files are given, with 10% held out
-      for evaluation when there is no validation file.
+    - the data slice: at most 256 training / 64 evaluation examples; a remote dataset becomes the
+      embedded data unless local files are given, with 10% held out when there is no validation file;
+    - ``hub.push``: a smoke model never lands in a real repository.
+
+    Streaming, gradient accumulation, the optimizer, mixed precision, torch.compile, activation
+    checkpointing and dataloader workers stay as the recipe says; a setting this machine cannot run
+    stops the run with one line (``check_machine``) unless ``train.cpu_substitutes`` asks otherwise.
     """
     out: dict[str, Any] = {}
     if not keep_model:
@@ -435,27 +467,59 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
     out.update({
         "data.max_train_samples": min(data.max_train_samples or 256, 256),
         "data.max_eval_samples": min(data.max_eval_samples or 64, 64),
-        "data.streaming": False,
-        "data.preprocessing_num_workers": None,
         "train.max_steps": 30,
         "train.per_device_train_batch_size": 8,
         "train.per_device_eval_batch_size": 8,
-        "train.gradient_accumulation_steps": 1,
         "train.warmup_steps": 0,
         "train.warmup_ratio": 0.1,
         "train.logging_steps": 5,
         "train.eval_steps": 10,
         "train.save_steps": 10,
         "train.save_total_limit": 2,
-        "train.mixed_precision": "no",
-        "train.gradient_checkpointing": False,
-        "train.optim": recipe.train.optim if recipe.train.optim in _PLAIN_TORCH_OPTIMIZERS else "adamw_torch",
-        "train.torch_compile": False,
-        "train.dataloader_num_workers": 0,
-        "train.report_to": [],
         "hub.push": False,
     })
     return out
+
+
+def check_machine(recipe: Recipe, where: str = "recipe") -> list[str]:
+    """Stop before any work when this machine cannot run a setting of ``recipe`` as written.
+
+    Returns the substitutions made when ``train.cpu_substitutes`` allows them (to be logged);
+    without it, a CUDA-only setting on a machine without CUDA is one InputError naming the key.
+    """
+    import importlib.util
+    import shutil
+
+    import torch  # lazy: validation of the recipe file itself needs no torch
+
+    train = recipe.train
+    cuda = torch.cuda.is_available() and not train.use_cpu
+    substituted: list[str] = []
+
+    def unavailable(key: str, why: str, substitute: Any | None) -> None:
+        if substitute is not None and train.cpu_substitutes:
+            setattr(train, key, substitute)
+            substituted.append(f"train.{key} -> {substitute} ({why})")
+            return
+        fix = f"; or set train.cpu_substitutes=true to run {substitute!r} instead" if substitute is not None else ""
+        raise _error(where, f"train.{key}", f"{why}{fix}")
+
+    if train.mixed_precision == "fp16" and not cuda:
+        unavailable("mixed_precision", "fp16 autocast needs a CUDA device and none is in use here "
+                    "(bf16 autocast runs on CPU: train.mixed_precision=bf16)", "bf16")
+    optim = train.optim
+    for markers, package, device in _OPTIMIZER_NEEDS:
+        if not any(m in optim for m in markers):
+            continue
+        if package is not None and importlib.util.find_spec(package) is None:
+            extra = " (pip install 'hfpipe[quant]')" if package == "bitsandbytes" else ""
+            unavailable("optim", f"{optim} needs the {package} package, which is not installed{extra}", "adamw_torch")
+        if device is not None:
+            unavailable("optim", f"{optim} needs {device}", "adamw_torch")
+        break
+    if train.torch_compile and not cuda and shutil.which("g++") is None and shutil.which("c++") is None:
+        unavailable("torch_compile", "torch.compile on CPU needs a C++ compiler (g++), and none is on PATH", False)
+    return substituted
 
 
 def glue_task_names() -> tuple[str, ...]:
@@ -467,13 +531,35 @@ def glue_task_names() -> tuple[str, ...]:
     return tuple(GLUE_TASKS)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a recipe must not."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in seen:
+                raise _DuplicateKey(f"line {line}: key {_show(key)} appears twice (lines {seen[key]} and {line}); "
+                                    "YAML would keep only the last one")
+            if isinstance(key, Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except _DuplicateKey as e:
+        raise InputError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
@@ -830,6 +916,13 @@ def _validate(r: Recipe, where: str) -> None:
     d = r.data
     if d.dataset is not None and (d.train_files or d.validation_files):
         raise _error(where, "data.dataset", "give a Hub dataset or local train/validation files, not both")
+    if d.sources and (d.dataset is not None or d.train_files):
+        raise _error(where, "data.sources", "a mixture replaces data.dataset and data.train_files: give one of them")
+    for i, source in enumerate(d.sources):
+        if (source.dataset is None) == (not source.files):
+            raise _error(where, f"data.sources[{i}]", "expected exactly one of dataset (a Hub name) or files")
+        for j, name in enumerate(source.files):
+            _check_data_file(name, f"data.sources[{i}].files[{j}]", where)
     if r.hub.push and not r.hub.repo_id:
         raise _error(where, "hub.repo_id", "required when hub.push is true (e.g. my-org/my-model)")
     if r.hub.repo_id is not None and not _is_repo_id(r.hub.repo_id):

@@ -181,3 +181,19 @@ def test_qlora_trains_saves_and_reloads_on_cpu(tmp_path):
     wrapped.eval(), reloaded.eval()
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, wrapped(**inputs).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_prompt_tuning_starts_from_the_init_text_with_a_tokenizer_trained_in_the_run(tmp_path):
+    """peft's TEXT init reloads a tokenizer by path; a run's own tokenizer has none (issue 14)."""
+    from hfpipe.tokenization import train_tokenizer
+
+    tokenizer = train_tokenizer(["is the review positive or negative"] * 50 + ["other words here"] * 50,
+                                "encoder", 200, min_frequency=1)
+    model = hfpipe_model("encoder")
+    text = "positive or negative"
+    wrapped = apply_peft(model, PeftSection(method="prompt_tuning", num_virtual_tokens=5,
+                                            prompt_tuning_init_text=text), tokenizer)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    expected = [ids[i % len(ids)] for i in range(5)]  # repeated to the number of virtual tokens
+    prompt = wrapped.get_prompt_embedding_to_save(adapter_name="default")
+    assert torch.equal(prompt, model.get_input_embeddings().weight[expected])

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from hfpipe.recipes import (
     OBJECTIVE_FAMILY,
     Recipe,
     TrainSection,
+    check_machine,
     load_recipe,
     smoke_overrides,
 )
@@ -67,6 +69,11 @@ def test_every_interface_recipe_exists():
     assert expected == names
 
 
+SEMANTIC_KEYS = ("data.streaming", "data.preprocessing_num_workers", "train.gradient_accumulation_steps",
+                 "train.optim", "train.mixed_precision", "train.torch_compile", "train.gradient_checkpointing",
+                 "train.dataloader_num_workers", "train.report_to", "train.lr_scheduler_type", "train.max_grad_norm")
+
+
 @pytest.mark.parametrize("path", ALL_RECIPES, ids=lambda p: str(p.relative_to(RECIPES)))
 @pytest.mark.parametrize("smoke", [False, True], ids=["full", "smoke"])
 def test_every_recipe_validates_and_round_trips(path, smoke, tmp_path):
@@ -82,7 +89,12 @@ def test_every_recipe_validates_and_round_trips(path, smoke, tmp_path):
         assert recipe.train.max_steps == 30 and recipe.data.max_train_samples == 256
         assert recipe.model.size == "tiny" and recipe.model.name_or_path is None
         assert recipe.tokenizer.vocab_size == 2000 and recipe.data.dataset is None
-        assert recipe.train.mixed_precision == "no" and recipe.train.report_to == [] and not recipe.hub.push
+        assert not recipe.hub.push
+        # Smoke shrinks sizes, never semantics: every other behaviour-changing key is the recipe's own.
+        full = load_recipe(path)
+        for key in SEMANTIC_KEYS:
+            section, name = key.split(".")
+            assert getattr(getattr(recipe, section), name) == getattr(getattr(full, section), name), key
 
 
 def test_recipe_facts():
@@ -381,8 +393,8 @@ def test_smoke_defaults_and_precedence(tmp_path):
     r = load_recipe(path, smoke=True, overrides=["train.seed=7"], cli_overrides={"max_steps": 12})
     assert (r.model.size, r.model.config, r.tokenizer.vocab_size) == ("tiny", {}, 2000)
     assert r.objective.max_seq_length == 64  # span corruption: raw length follows from this input length
-    assert (r.data.dataset, r.data.streaming, r.data.max_train_samples, r.data.max_eval_samples) == (None, False, 256, 64)
-    assert (r.train.per_device_train_batch_size, r.train.optim, r.train.mixed_precision) == (8, "adamw_torch", "no")
+    assert (r.data.dataset, r.data.streaming, r.data.max_train_samples, r.data.max_eval_samples) == (None, True, 256, 64)
+    assert (r.train.per_device_train_batch_size, r.train.optim, r.train.mixed_precision) == (8, "adamw_bnb_8bit", "bf16")
     assert (r.train.logging_steps, r.train.save_steps, r.train.eval_steps) == (2, 15, 10)  # the recipe's own smoke
     assert (r.train.max_steps, r.train.seed) == (12, 7)  # explicit user choices beat smoke defaults
     assert r.train.output_dir == "runs/recipe-smoke"
@@ -408,6 +420,41 @@ def test_smoke_keeps_plain_optimizers_and_local_files(tmp_path, monkeypatch):
                                              data={"train_files": ["t.txt"]})), smoke=True)
     assert r.train.optim == "adafactor" and r.data.train_files == ["t.txt"]
     assert r.data.validation_split_percentage == 10.0
+
+
+def test_duplicate_keys_are_an_error_naming_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("kind: finetune\ntrain:\n  learning_rate: 1.0e-4\n  seed: 1\n  learning_rate: 2.0e-5\n")
+    with pytest.raises(InputError) as error:
+        load_recipe(path)
+    assert str(error.value) == (f"{path}: line 5: key 'learning_rate' appears twice (lines 3 and 5); "
+                                "YAML would keep only the last one")
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"mixed_precision": "fp16"}, "train.mixed_precision"),
+    ({"optim": "adamw_torch_npu_fused"}, "train.optim"),
+])
+def test_settings_this_machine_cannot_run_stop_with_one_line_unless_substitutes_are_asked(tmp_path, settings, key):
+    if torch.cuda.is_available():
+        pytest.skip("the check is about machines without CUDA")
+    path = write(tmp_path, finetune(train=settings))
+    recipe = load_recipe(path)
+    with pytest.raises(InputError) as error:
+        check_machine(recipe, str(path))
+    assert str(error.value).startswith(f"{path}: {key}: ") and "train.cpu_substitutes=true" in str(error.value)
+    allowed = load_recipe(path, overrides=["train.cpu_substitutes=true"])
+    substituted = check_machine(allowed, str(path))
+    assert len(substituted) == 1 and substituted[0].startswith(key)
+    assert (allowed.train.mixed_precision, allowed.train.optim) != (recipe.train.mixed_precision, recipe.train.optim)
+
+
+def test_settings_that_run_on_cpu_pass_the_machine_check(tmp_path):
+    recipe = load_recipe(write(tmp_path, finetune(train={"mixed_precision": "bf16", "optim": "adamw_torch_fused",
+                                                         "torch_compile": True})))
+    assert check_machine(recipe) == []
+    assert (recipe.train.mixed_precision, recipe.train.optim, recipe.train.torch_compile) == (
+        "bf16", "adamw_torch_fused", True)
 
 
 def test_smoke_section_typos_fail_every_load(tmp_path):

@@ -1,0 +1,206 @@
+"""Every shipped recipe runs as written: `--smoke` changes sizes, steps and the data source only.
+
+Each recipe gets local data shaped like its real dataset (C4 as several streamed JSONL shards with
+`text`/`timestamp`/`url`, Wikipedia as parquet with `id`/`url`/`title`/`text`, OpenWebText as text
+files, Dolly as JSONL with `instruction`/`context`/`response`/`category`, SST-2 as GLUE's TSV, SQuAD
+as its JSON), and keeps its streaming, gradient accumulation, optimizer, precision, compilation and
+activation checkpointing. The GLUE and SQuAD finetuning recipes run the same way in test_cli.py.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from hfpipe.data.corpus import embedded_corpus, split_sentences
+from hfpipe.recipes import load_recipe
+
+pytestmark = pytest.mark.slow
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def hfpipe(*args, timeout=900):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "hfpipe", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _documents(count: int, seed: int = 0) -> list[str]:
+    """Real English documents of a few sentences each (the embedded corpus, reshuffled)."""
+    sentences = [s for text in embedded_corpus(400_000) for s in split_sentences(text) if len(s) > 20]
+    rng = random.Random(seed)
+    # one line of single-spaced text per document: docstrings carry newlines and indentation
+    return [" ".join(" ".join(rng.sample(sentences, rng.randint(3, 8))).split()) for _ in range(count)]
+
+
+def c4_shards(folder: Path, shards: int = 3, per_shard: int = 200) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    documents, paths = _documents(shards * per_shard), []
+    for shard in range(shards):
+        path = folder / f"c4-train.{shard:05d}-of-{shards:05d}.json"  # C4's own shard names
+        rows = documents[shard * per_shard:(shard + 1) * per_shard]
+        path.write_text("".join(json.dumps({"text": text, "timestamp": "2019-04-25T12:57:54Z",
+                                            "url": f"https://example.org/{shard}/{i}"}) + "\n"
+                                for i, text in enumerate(rows)))
+        paths.append(path.with_suffix(".jsonl"))
+        path.rename(paths[-1])
+    return paths
+
+
+def wikipedia_parquet(path: Path, count: int = 400) -> Path:
+    documents = _documents(count, seed=1)
+    table = pa.table({"id": [str(i) for i in range(count)],
+                      "url": [f"https://en.wikipedia.org/wiki?curid={i}" for i in range(count)],
+                      "title": [f"Article {i}" for i in range(count)], "text": documents})
+    pq.write_table(table, path)
+    return path
+
+
+def openwebtext_files(folder: Path, files: int = 2, per_file: int = 150) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    documents, paths = _documents(files * per_file, seed=2), []
+    for i in range(files):
+        paths.append(folder / f"urlsf_subset00-{i}_data.txt")
+        paths[-1].write_text("\n\n".join(documents[i * per_file:(i + 1) * per_file]) + "\n")
+    return paths
+
+
+def dolly_jsonl(path: Path, count: int = 300) -> Path:
+    rng = random.Random(3)
+    rows = []
+    for text in _documents(count, seed=3):
+        words = text.split()
+        closed = rng.random() < 0.5
+        rows.append({"instruction": "What is the first word of the passage?" if closed
+                     else f"Repeat the word {words[1]!r}.",
+                     "context": text if closed else "", "response": words[0] if closed else words[1],
+                     "category": "closed_qa" if closed else "open_qa"})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def sst2_tsv(path: Path, count: int = 300) -> Path:
+    rng = random.Random(4)
+    lines = ["sentence\tlabel"] + [f"{s.lower()} \t{rng.randint(0, 1)}" for s in _documents(count, seed=4)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def squad_json(path: Path, articles: int = 6, paragraphs: int = 3) -> Path:
+    documents, data, qid = _documents(articles * paragraphs, seed=5), [], 0
+    for a in range(articles):
+        entries = []
+        for text in documents[a * paragraphs:(a + 1) * paragraphs]:
+            words = text.split()
+            context = " ".join(words)  # single spaces: word i starts right after the first i words
+            qas = []
+            for start in (2, len(words) // 2):
+                qas.append({"id": f"q{qid}", "question": f"Which words follow {words[start - 1]!r}?",
+                            "answers": [{"text": " ".join(words[start:start + 2]),
+                                         "answer_start": len(" ".join(words[:start])) + 1}]})
+                qid += 1
+            entries.append({"context": context, "qas": qas})
+        data.append({"title": f"Article {a}", "paragraphs": entries})
+    path.write_text(json.dumps({"version": "1.1", "data": data}))
+    return path
+
+
+def _as_written(recipe: Path, smoke: bool = True):
+    """The recipe's behaviour-changing settings, which --smoke must leave alone."""
+    r = load_recipe(recipe, smoke=smoke)
+    return (r.data.streaming, r.train.gradient_accumulation_steps, r.train.optim, r.train.mixed_precision,
+            r.train.torch_compile, r.train.gradient_checkpointing, r.train.dataloader_num_workers)
+
+
+def _run(verb, recipe, tmp_path, *args):
+    assert _as_written(recipe) == _as_written(recipe, smoke=False)
+    out = tmp_path / "out"
+    result = hfpipe(verb, recipe, "--smoke", "--output-dir", out, *args)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out, result
+
+
+# Steps are the one thing these tests shrink beyond --smoke: the recipes' accumulation (up to 256
+# micro-batches per step) stays as written.
+PRETRAINING = {
+    "bert-mlm-nsp.yaml": ("wikipedia", 3),
+    "roberta-mlm.yaml": ("wikipedia", 2),
+    "gpt-clm.yaml": ("openwebtext", 3),
+    "t5-span-corruption.yaml": ("c4", 6),
+    "t5-prefix-lm.yaml": ("c4", 6),
+}
+
+
+@pytest.mark.parametrize("name", list(PRETRAINING))
+def test_pretraining_recipe_runs_as_written_on_look_alike_data(tmp_path, name):
+    source, steps = PRETRAINING[name]
+    if source == "c4":
+        files = c4_shards(tmp_path / "c4")
+    elif source == "wikipedia":
+        files = [wikipedia_parquet(tmp_path / "wikipedia.parquet")]
+    else:
+        files = openwebtext_files(tmp_path / "openwebtext")
+    recipe = RECIPES / "pretrain" / name
+    out, result = _run("pretrain", recipe, tmp_path, "--max-steps", steps, *[a for f in files for a in ("--train-file", f)])
+    state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").exists() else None
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_loss"] > 0
+    if state is not None:
+        assert state["global_step"] == steps
+    written = load_recipe(out / "recipe.yaml")
+    assert written.data.streaming == load_recipe(recipe).data.streaming
+    assert written.train.gradient_accumulation_steps == load_recipe(recipe).train.gradient_accumulation_steps
+
+
+@pytest.mark.parametrize("recipe", ["finetune/sft.yaml", "peft/sft-lora.yaml"])
+def test_instruction_tuning_recipes_run_as_written_on_dolly_shaped_jsonl(tmp_path, recipe):
+    pairs = dolly_jsonl(tmp_path / "dolly.jsonl")
+    out, _ = _run("finetune", RECIPES / recipe, tmp_path, "--max-steps", 4, "--train-file", pairs)
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_loss"] > 0
+    assert len((out / "eval_generations.jsonl").read_text().splitlines()) > 0
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix", "prompt", "qlora"])
+def test_sst2_peft_recipes_run_as_written_on_glue_shaped_tsv(tmp_path, method):
+    train, dev = sst2_tsv(tmp_path / "train.tsv"), sst2_tsv(tmp_path / "dev.tsv", 64)
+    out, _ = _run("finetune", RECIPES / "peft" / f"glue-sst2-{method}.yaml", tmp_path, "--max-steps", 4,
+                  "--train-file", train, "--validation-file", dev)
+    assert 0 <= json.loads((out / "eval_results.json").read_text())["accuracy"] <= 1
+    assert (out / "adapter_config.json").is_file()
+
+
+def test_squad_lora_recipe_runs_as_written_on_squad_shaped_json(tmp_path):
+    train, dev = squad_json(tmp_path / "train.json"), squad_json(tmp_path / "dev.json", articles=2)
+    out, _ = _run("finetune", RECIPES / "peft" / "squad-v1-lora.yaml", tmp_path, "--max-steps", 4,
+                  "--train-file", train, "--validation-file", dev)
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    assert len(predictions) == 12 and all(isinstance(v, str) for v in predictions.values())
+
+
+def test_icl_recipe_runs_as_written_on_glue_shaped_tsv(tmp_path):
+    """icl scores label words with a given decoder: a tiny one with a tokenizer trained on the texts."""
+    import transformers
+
+    import hfpipe
+    from hfpipe.tokenization import train_tokenizer_from_files
+
+    train, dev = sst2_tsv(tmp_path / "train.tsv"), sst2_tsv(tmp_path / "dev.tsv", 40)
+    model_dir = tmp_path / "decoder"
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(line.split("\t")[0] for line in train.read_text().splitlines()[1:]))
+    tokenizer = train_tokenizer_from_files([texts], "decoder", 1000, model_dir)
+    config = hfpipe.config_for("decoder", "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(model_dir)
+    out, _ = _run("icl", RECIPES / "icl" / "glue-sst2.yaml", tmp_path, "--model", model_dir,
+                  "--train-file", train, "--validation-file", dev)
+    metrics = json.loads((out / "eval_results.json").read_text())
+    accuracies = [v for k, v in metrics.items() if k.startswith("accuracy")]
+    assert accuracies and all(0 <= v <= 1 for v in accuracies)
