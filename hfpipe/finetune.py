@@ -90,8 +90,9 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
             train_file=train_files[0] if train_files else None,
             validation_file=validation_files[0] if validation_files else None,
             validation_mismatched_file=validation_files[1] if len(validation_files) > 1 else None,
-        ) if (train_files or validation_files) else glue.load_glue(task)
-        names = [data.dataset or "nyu-mll/glue"]
+        ) if (train_files or validation_files) else glue.load_glue(task, dataset=data.dataset,
+                                                                      dataset_config=data.dataset_config)
+        names = [data.dataset or glue.GLUE_HUB_ID] if not (train_files or validation_files) else ["local GLUE files"]
     train = splits.get("train") if do_train else None
     if do_train and train is None:
         raise InputError(f"{task}: no training split; pass --train-file")

@@ -27,11 +27,11 @@ from transformers import (
     AutoModelForPreTraining,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
-    DataCollatorForLanguageModeling,
     set_seed,
 )
 
 from . import models
+from .data.collators import DataCollatorForBertPretraining
 from .errors import InputError
 from .train import add_perplexity, build_trainer, finish_run, prepare_output_dir
 
@@ -235,7 +235,6 @@ def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
 
 
 def bert_pairs(recipe, corpus, tokenizer) -> Examples:
-    from .data.collators import DataCollatorForBertPretraining
     from .data.corpus import sentences_dataset
     from .data.nsp import BertPretrainingPairs
 
@@ -279,12 +278,14 @@ def masked_lm(recipe, corpus, tokenizer) -> Examples:
         return {"input_ids": [[cls, *block, sep] for block in batch["input_ids"]]}
 
     splits = {k: v.map(frame, batched=True, **_map_options(v, "framing")) for k, v in splits.items()}
-    collator = DataCollatorForLanguageModeling(
+    # transformers' collator, through hfpipe's BERT one: it adds whole-word masking on packed ids
+    # (which have no offset mappings) and is transformers' masking otherwise.
+    collator = DataCollatorForBertPretraining(
         tokenizer,
-        mlm=True,
         mlm_probability=objective.mlm_probability,
         mask_replace_prob=objective.mask_replace_prob,
         random_replace_prob=objective.random_replace_prob,
+        whole_word_mask=objective.whole_word_mask,
     )
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 

@@ -175,7 +175,6 @@ class ObjectiveSection:
     short_seq_probability: float = checked(0.1, PROBABILITY)  # mlm_nsp/sop: chance of a shorter target length (BERT)
     noise_density: float = checked(0.15, OPEN_UNIT)  # span_corruption: fraction of tokens corrupted (T5)
     mean_noise_span_length: float = checked(3.0, AT_LEAST_ONE)  # span_corruption: mean span length in tokens (T5)
-    line_by_line: bool = False  # run_mlm's flag: one line = one example; False packs documents (RoBERTa FULL-SENTENCES)
 
 
 @dataclass
@@ -880,8 +879,45 @@ def _error(where: str, key: str, message: str) -> InputError:
     return InputError(f"{where}: {key}: {message}" if where else f"{key}: {message}")
 
 
+# Keys that act only for some values of a selector: set to anything but their default elsewhere, they
+# would do nothing, so the recipe is refused (a key the user believes in must not be silently ignored).
+_MASKING = ("mlm_nsp", "sop", "mlm")
+_APPLIES_TO = {
+    ("objective", "name"): {
+        "mlm_probability": _MASKING, "mask_replace_prob": _MASKING, "random_replace_prob": _MASKING,
+        "whole_word_mask": _MASKING, "nsp_probability": ("mlm_nsp",), "short_seq_probability": ("mlm_nsp", "sop"),
+        "noise_density": ("span_corruption",), "mean_noise_span_length": ("span_corruption",),
+    },
+    ("peft", "method"): {
+        "r": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",), "target_modules": ("lora", "ia3"),
+        "num_virtual_tokens": ("prefix_tuning", "prompt_tuning"), "prompt_tuning_init_text": ("prompt_tuning",),
+        "modules_to_save": ("lora", "ia3"),
+    },
+    ("task", "name"): {
+        "doc_stride": ("squad", "squad_v2"), "n_best_size": ("squad", "squad_v2"),
+        "max_answer_length": ("squad", "squad_v2"), "null_score_diff_threshold": ("squad_v2",),
+        "instruction_column": ("sft",), "response_column": ("sft",), "chat_template": ("sft",),
+    },
+}
+
+
+def _validate_applicable(r: Recipe, where: str) -> None:
+    for (section_name, selector), keys in _APPLIES_TO.items():
+        section = getattr(r, section_name)
+        if section is None:
+            continue
+        chosen = getattr(section, selector)
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(section) if f.name in keys}
+        for key, applies in keys.items():
+            if chosen not in applies and getattr(section, key) != defaults[key]:
+                raise _error(where, f"{section_name}.{key}", f"has no effect with {section_name}.{selector}: {chosen} "
+                             f"(it applies to {', '.join(applies)}); remove it")
+
+
 def _validate(r: Recipe, where: str) -> None:
     """Checks that need more than one key; run after every field has its type."""
+    _validate_applicable(r, where)
     family = r.model.family
     if r.kind == "pretrain":
         if r.objective is None:
@@ -1040,6 +1076,10 @@ def _exists(text: str, kind: Literal["any", "file", "dir", "glob"] = "any") -> b
 
 def _check_model_path(text: str, key: str, where: str) -> None:
     if _exists(text):
+        if key == "model.name_or_path" and Path(text).is_dir() and not (Path(text) / "config.json").is_file() \
+                and not (Path(text) / "adapter_config.json").is_file():
+            raise _error(where, key, f"{_show(text)} holds no config.json; expected a saved model checkpoint "
+                         "(a folder written by save_pretrained or hfpipe)")
         return
     base = text.rsplit("@", 1)[0] if "@" in text else text  # "org/name@revision"
     if _looks_local(base) and not _exists(base):

@@ -535,3 +535,21 @@ def test_smoke_span_corruption_lengths_stay_consistent():
     lengths = [span_corruption.span_corruption_lengths(r.objective.max_seq_length, r.objective.noise_density,
                                                        r.objective.mean_noise_span_length) for r in (full, smoke)]
     assert lengths == [(568, 114), (70, 14)]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"objective": {"name": "clm", "noise_density": 0.3}}, "objective.noise_density"),
+    ({"objective": {"name": "span_corruption", "whole_word_mask": True}}, "objective.whole_word_mask"),
+    ({"objective": {"name": "mlm", "nsp_probability": 0.3}}, "objective.nsp_probability"),
+])
+def test_keys_without_effect_for_the_objective_are_refused(tmp_path, overrides, key):
+    family = OBJECTIVE_FAMILY[overrides["objective"]["name"]]
+    message = error_of(tmp_path, pretrain(overrides["objective"]["name"], family, objective=overrides["objective"]))
+    assert f"{key}: has no effect with objective.name: {overrides['objective']['name']}" in message
+
+
+def test_keys_without_effect_for_the_adapter_or_task_are_refused(tmp_path):
+    assert "peft.r: has no effect with peft.method: prefix_tuning" in error_of(
+        tmp_path, finetune(peft={"method": "prefix_tuning", "r": 16}))
+    assert "task.doc_stride: has no effect with task.name: sst2" in error_of(
+        tmp_path, finetune(task={"name": "sst2", "doc_stride": 64}))

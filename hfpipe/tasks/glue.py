@@ -200,10 +200,13 @@ def load_glue(
     test_mismatched_file: str | Path | None = None,
     data_dir: str | Path | None = None,
     cache_dir: str | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
 ):
     """A GLUE task as a ``datasets.DatasetDict`` with the Hub's columns (see the module docstring).
 
-    With no file and no ``data_dir``, loads ``nyu-mll/glue`` from the Hub. Otherwise reads only the
+    With no file and no ``data_dir``, loads ``dataset`` (default ``nyu-mll/glue``; its config
+    ``dataset_config``, default the task's) from the Hub, which must have the Hub GLUE columns. Otherwise reads only the
     files given (the Hub is not consulted): ``data_dir`` is a folder in GLUE's layout (e.g.
     ``glue_data/MNLI``) whose standard files (train.tsv, dev.tsv, test.tsv; for MNLI dev_matched.tsv,
     dev_mismatched.tsv, test_matched.tsv, test_mismatched.tsv) are read when present, and an
@@ -218,7 +221,7 @@ def load_glue(
     files = _split_files(spec, train_file, validation_file, test_file,
                          validation_mismatched_file, test_mismatched_file, data_dir)
     if not files:
-        return _load_from_hub(spec, cache_dir)
+        return _load_from_hub(spec, cache_dir, dataset or GLUE_HUB_ID, dataset_config or spec.hub_config)
 
     import datasets  # deferred: importing datasets costs ~1 s, not needed to inspect GLUE_TASKS
 
@@ -271,16 +274,22 @@ def _split_files(spec, train_file, validation_file, test_file, validation_mm_fil
     return {split: files[split] for split in spec.splits if split in files}  # canonical split order
 
 
-def _load_from_hub(spec: GlueTask, cache_dir):
+def _load_from_hub(spec: GlueTask, cache_dir, dataset: str = GLUE_HUB_ID, config: str | None = None):
     import datasets
 
     try:
-        return datasets.load_dataset(GLUE_HUB_ID, spec.hub_config, cache_dir=cache_dir)
+        loaded = datasets.load_dataset(dataset, config, cache_dir=cache_dir)
     except ConnectionError as err:
         raise InputError(
-            f"cannot load {GLUE_HUB_ID} ({spec.hub_config}) from the Hub ({err}); give GLUE's TSV files "
+            f"cannot load {dataset} ({config}) from the Hub ({err}); give GLUE's TSV files "
             "instead (--train-file/--validation-file, or a GLUE data folder)"
         ) from err
+    for split, rows in loaded.items():
+        missing = [c for c in (*spec.text_fields, "label") if c not in rows.column_names]
+        if missing:
+            raise InputError(f"data.dataset {dataset} ({config}) [{split}]: no column {missing[0]!r}; "
+                             f"GLUE {spec.name} needs {', '.join((*spec.text_fields, 'label'))}")
+    return loaded
 
 
 def _check_tsv(spec: GlueTask, split: str, path: Path) -> tuple[tuple[str, ...], bool]:

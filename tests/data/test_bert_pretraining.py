@@ -281,3 +281,41 @@ def test_reproducible_collator_masks_depend_only_on_the_batch(bert_tokenizer):
     assert torch.equal(first["input_ids"], second["input_ids"]) and torch.equal(first["labels"], second["labels"])
     other = ReproducibleCollator(DataCollatorForBertPretraining(bert_tokenizer), seed=8)(examples)
     assert not torch.equal(first["labels"], other["labels"])
+
+
+def test_whole_word_masking_on_packed_mlm_blocks_from_the_recipe_key(bert_tokenizer):
+    """objective.whole_word_mask reaches the `mlm` objective (RoBERTa blocks: no pairs, no NSP)."""
+    import datasets
+
+    from hfpipe.pretrain import masked_lm
+    from hfpipe.recipes import Recipe
+
+    recipe = Recipe.from_dict({"kind": "pretrain", "model": {"family": "encoder"},
+                               "objective": {"name": "mlm", "max_seq_length": 40, "whole_word_mask": True}})
+    rng = np.random.default_rng(6)
+    vocab = bert_tokenizer.convert_ids_to_tokens(list(range(VOCAB)))
+    texts = [" ".join(vocab[int(t)] for t in rng.integers(FIRST_WORD, FIRST_PIECE, 60)) for _ in range(40)]
+    examples = masked_lm(recipe, datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}),
+                         bert_tokenizer)
+    assert examples.collator.whole_word_mask
+    rows = [{"input_ids": row} for row in examples.train["input_ids"]]
+    # now blocks whose words have continuation pieces, masked by that collator
+    blocks, words_of = [], []
+    for _ in range(300):
+        words = [[int(rng.integers(FIRST_WORD, FIRST_PIECE)), *rng.integers(FIRST_PIECE, VOCAB, rng.integers(0, 3)).tolist()]
+                 for _ in range(12)]
+        blocks.append({"input_ids": [CLS] + [t for w in words for t in w] + [SEP]})
+        words_of.append(words)
+    batch = examples.collator(blocks)
+    chosen = batch["labels"] != -100
+    whole = total = 0
+    for i, words in enumerate(words_of):
+        position = 1
+        for word in words:
+            flags = chosen[i, position:position + len(word)]
+            assert flags.all() or not flags.any(), "a word is masked whole or not at all"
+            whole += bool(flags.all())
+            total += 1
+            position += len(word)
+    assert abs(whole / total - 0.15) < 0.02
+    assert "next_sentence_label" not in batch and len(rows) > 0
