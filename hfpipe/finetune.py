@@ -107,7 +107,8 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
 def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
     """JSON-lines files or a Hub dataset; no validation set: data.validation_split_percentage held out."""
     task, data = recipe.task, recipe.data
-    columns = {"instruction_column": task.instruction_column, "response_column": task.response_column}
+    columns = {"instruction_column": task.instruction_column, "response_column": task.response_column,
+               "context_column": task.context_column}
     if train_files or validation_files:
         splits = {"train": sft.load_sft_jsonl(train_files[0], **columns)} if train_files and do_train else {}
         if validation_files:
@@ -124,7 +125,11 @@ def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
                 if missing:
                     raise InputError(f"{data.dataset} [{split}]: no column {missing[0]!r} (task.instruction_column / "
                                      f"task.response_column); it has {loaded[split].column_names}")
-                kept = loaded[split].select_columns(list(renames))
+                kept = loaded[split]
+                if task.context_column in kept.column_names:
+                    kept = kept.map(lambda row: {task.instruction_column: sft.with_context(
+                        row[task.instruction_column], row[task.context_column])})
+                kept = kept.select_columns(list(renames))
                 splits[name] = kept.rename_columns({k: v for k, v in renames.items() if k != v})
     if "validation" not in splits and "train" in splits and data.validation_split_percentage > 0:
         held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100,

@@ -217,6 +217,7 @@ class TaskSection:
     text_to_text: bool | None = None  # seq2seq: labels as words, generated (T5); None: true for seq2seq
     instruction_column: str = "instruction"  # sft: the JSON key / dataset column of the instruction
     response_column: str = "response"  # sft: ... of the response (the only tokens with a loss)
+    context_column: str | None = "context"  # sft: an optional passage joined to the instruction (Dolly); None: ignore
     chat_template: str | None = None  # sft: Jinja chat template; None: the tokenizer's own, else hfpipe's plain one
 
 
@@ -897,6 +898,7 @@ _APPLIES_TO = {
         "doc_stride": ("squad", "squad_v2"), "n_best_size": ("squad", "squad_v2"),
         "max_answer_length": ("squad", "squad_v2"), "null_score_diff_threshold": ("squad_v2",),
         "instruction_column": ("sft",), "response_column": ("sft",), "chat_template": ("sft",),
+        "context_column": ("sft",),
     },
 }
 

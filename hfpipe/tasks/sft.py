@@ -39,12 +39,20 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
+def with_context(instruction: str, context: str | None) -> str:
+    """Dolly-style rows carry a passage the instruction refers to (closed QA, summarisation): it
+    follows the instruction in the prompt, after a blank line, as Dolly's own training script does."""
+    return f"{instruction}\n\n{context.strip()}" if context and context.strip() else instruction
+
+
 def load_sft_jsonl(path: str | Path, instruction_column: str = "instruction",
-                   response_column: str = "response") -> datasets.Dataset:
+                   response_column: str = "response", context_column: str | None = "context") -> datasets.Dataset:
     """A JSON-lines file of pairs as a Dataset with ``instruction`` and ``response`` columns.
 
     Every line must be an object holding both keys as non-empty strings; the first that is not
-    raises InputError naming the file and line. Blank lines are skipped; other keys are ignored.
+    raises InputError naming the file and line. Blank lines are skipped. An optional
+    ``context_column`` (a string, may be empty) joins the instruction (``with_context``); other keys
+    are ignored.
     """
     path = Path(path)
     rows = {"instruction": [], "response": []}
@@ -68,6 +76,11 @@ def load_sft_jsonl(path: str | Path, instruction_column: str = "instruction",
                 found = "missing" if key not in row else f"got {value!r}"[:80]
                 raise InputError(f"{where}: {key!r} must be a non-empty string ({found})")
             rows[target].append(value)
+        if context_column is not None and context_column in row:
+            context = row[context_column]
+            if context is not None and not isinstance(context, str):
+                raise InputError(f"{where}: {context_column!r} must be a string (got {context!r})"[:200])
+            rows["instruction"][-1] = with_context(rows["instruction"][-1], context)
     if not rows["instruction"]:
         raise InputError(f"{path}: no (instruction, response) pairs in the file")
     return datasets.Dataset.from_dict(rows)

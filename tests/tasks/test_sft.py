@@ -207,3 +207,16 @@ def test_sft_recipe_trains_on_jsonl_and_learns(tmp_path, recipe):
     answer = _hfpipe("generate", out, "--chat", "--prompt", "Repeat this sentence: a b c.", "--max-new-tokens", "5")
     assert answer.returncode == 0 and answer.stdout.startswith("Repeat this sentence: a b c.\n"), answer.stderr[-2000:]
     assert AutoTokenizer.from_pretrained(out).chat_template == sft.DEFAULT_CHAT_TEMPLATE
+
+
+def test_dolly_context_joins_the_instruction_and_is_never_dropped(tmp_path):
+    from hfpipe.tasks.sft import load_sft_jsonl
+
+    path = tmp_path / "dolly.jsonl"
+    path.write_text(json.dumps({"instruction": "Who wrote it?", "context": " The book was written by Ada. ",
+                                "response": "Ada", "category": "closed_qa"}) + "\n"
+                    + json.dumps({"instruction": "Name a colour.", "context": "", "response": "Red"}) + "\n")
+    rows = load_sft_jsonl(path)
+    assert rows["instruction"] == ["Who wrote it?\n\nThe book was written by Ada.", "Name a colour."]
+    assert rows["response"] == ["Ada", "Red"]
+    assert load_sft_jsonl(path, context_column=None)["instruction"][0] == "Who wrote it?"
