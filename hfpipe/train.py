@@ -19,6 +19,7 @@ import torch
 from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from .accumulation import LossCountsMixin
 from .errors import InputError
 from .hub import CHECKPOINT_MARKER as COMPLETE_MARKER  # written last into checkpoint-N/ (and pushed with it)
 from .hub import pull_checkpoint, push_to_hub, write_model_card
@@ -53,6 +54,30 @@ class CompleteCheckpointsMixin:
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             (folder / COMPLETE_MARKER).write_text(f"{self.state.global_step}\n")
+
+
+def prepare_evaluation_dir(recipe, explicit: str | None) -> Path:
+    """Where ``hfpipe evaluate`` writes, chosen so that it never changes the run it evaluates.
+
+    ``explicit`` (--output-dir) wins; otherwise ``eval-<task>/`` inside the evaluated model's folder,
+    or ``runs/<model name>-eval-<task>`` for a Hub model. The evaluated folder itself is refused, and
+    an earlier evaluation is kept unless ``train.overwrite``."""
+    task = recipe.task.name if recipe.task is not None else "perplexity"
+    model = recipe.model.name_or_path
+    if explicit:
+        out = Path(explicit)
+    elif model and Path(model).is_dir():
+        out = Path(model) / f"eval-{task}"
+    else:
+        out = Path("runs") / f"{Path(model or recipe.train.output_dir).name}-eval-{task}"
+    if model and Path(model).is_dir() and out.resolve() == Path(model).resolve():
+        raise InputError(f"{out}: is the model being evaluated; evaluate writes to another --output-dir")
+    if (out / "eval_results.json").exists() and not recipe.train.overwrite:
+        raise InputError(f"{out}: holds an earlier evaluation; choose another --output-dir or pass "
+                         "--set train.overwrite=true")
+    out.mkdir(parents=True, exist_ok=True)
+    recipe.train.output_dir = str(out)
+    return out
 
 
 def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
@@ -186,7 +211,9 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
                   args_class=TrainingArguments, extra_args=None, **trainer_kwargs) -> tuple[Trainer, LossCurveCallback]:
     args = training_arguments(recipe, eval_dataset is not None, args_class, **(extra_args or {}))
     curve = LossCurveCallback(args.output_dir)
-    trainer_class = type(f"Hfpipe{trainer_class.__name__}", (CompleteCheckpointsMixin, trainer_class), {})
+    trainer_class = type(
+        f"Hfpipe{trainer_class.__name__}", (CompleteCheckpointsMixin, LossCountsMixin, trainer_class), {}
+    )
     trainer = trainer_class(
         model=model,
         args=args,

@@ -30,6 +30,11 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .configuration import HfpipeConfig
 
+try:  # transformers 5: init functions that leave weights loaded from a checkpoint alone
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover
+    from torch.nn import init
+
 
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache`: generate passes `cache=`
 # and reads `outputs.cache`, while earlier 5.x releases and peft's prefix tuning use
@@ -419,6 +424,15 @@ class Embeddings(nn.Module):
         return self.dropout(embeddings)
 
 
+def init_scheme(config: HfpipeConfig) -> str:
+    """Whose initialisation a layout gets (HfpipePreTrainedModel._init_weights): "t5" where
+    attention is unscaled (T5 folds 1/sqrt(D) into its init), "gpt2" for the other pre-LN
+    layouts (GPT-2 and the modern one), "bert" for post-LN."""
+    if not config.scale_attention:
+        return "t5"
+    return "gpt2" if config.norm_position == "pre" else "bert"
+
+
 class HfpipePreTrainedModel(PreTrainedModel):
     """Common base: weight init, gradient checkpointing, SDPA, and the Auto-class plumbing."""
 
@@ -428,10 +442,89 @@ class HfpipePreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["TransformerBlock"]
     _skip_keys_device_placement = ["past_key_values", "cache"]
+    # Every head honours Trainer's num_items_in_batch: see "The loss contract" below.
+    accepts_loss_kwargs = True
+
+    @torch.no_grad()
+    def _initialize_weights(self, module, *args, **kwargs):
+        # transformers skips, for remote code, modules that own no parameter directly (Attention,
+        # MLP, the model itself), which _init_weights needs to see; it needs no such guard, as
+        # transformers.initialization leaves weights loaded from a checkpoint alone.
+        if not getattr(module, "_is_hf_initialized", False):
+            self._init_weights(module)
+            module._is_hf_initialized = True
 
     @torch.no_grad()
     def _init_weights(self, module):
-        super()._init_weights(module)
+        """Fresh weights as the layout's family initialises them (transformers'
+        BertPreTrainedModel, GPT2PreTrainedModel, T5PreTrainedModel); ``init_scheme`` picks:
+
+        bert   every matrix and embedding N(0, initializer_range), biases 0, norms weight 1
+               bias 0, the padding row of the token embedding 0
+        gpt2   as bert (no padding row), and the residual writes -- attention o_proj and MLP
+               down_proj -- N(0, initializer_range / sqrt(2 * num_hidden_layers)). The modern
+               layout (pre-LN, RMSNorm, RoPE, gated MLP, no biases) gets this scheme too:
+               LLaMA's N(0, initializer_range) everywhere plus GPT-2's depth scaling of the
+               residual writes, as Megatron-LM and OLMo do.
+        t5     T5's, with f = initializer_factor, C = hidden_size, D = head_dim, H = heads,
+               F = intermediate_size: token embedding N(0, f), q N(0, f (C D)^-1/2), k and v
+               N(0, f C^-1/2), o N(0, f (H D)^-1/2), up and gate N(0, f C^-1/2), down
+               N(0, f F^-1/2), relative position bias N(0, f C^-1/2), an untied LM head
+               N(0, f), norms f; any other matrix N(0, f C^-1/2). Unscaled attention relies on it.
+
+        Modules are visited children first: the Attention, MLP, Embeddings and model cases
+        overwrite the plain Linear / Embedding default of the parameters they own.
+        """
+        config = self.config
+        scheme = init_scheme(config)
+        if scheme == "t5":
+            factor = getattr(config, "initializer_factor", 1.0)
+            matrix_std, embedding_std, norm_weight = factor * config.hidden_size**-0.5, factor, factor
+        else:
+            matrix_std = embedding_std = config.initializer_range
+            norm_weight = 1.0
+        residual_std = config.initializer_range / math.sqrt(2 * config.num_hidden_layers)
+
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=matrix_std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=embedding_std)
+        elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+            init.constant_(module.weight, norm_weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, RelativePositionBias):
+            init.normal_(module.embedding.weight, mean=0.0, std=matrix_std)
+        elif isinstance(module, Attention):
+            if scheme == "t5":
+                factor = getattr(config, "initializer_factor", 1.0)
+                init.normal_(module.q_proj.weight, mean=0.0, std=factor * (config.hidden_size * module.head_dim) ** -0.5)
+                init.normal_(module.k_proj.weight, mean=0.0, std=factor * config.hidden_size**-0.5)
+                init.normal_(module.v_proj.weight, mean=0.0, std=factor * config.hidden_size**-0.5)
+                init.normal_(
+                    module.o_proj.weight, mean=0.0, std=factor * (module.num_heads * module.head_dim) ** -0.5
+                )
+            elif scheme == "gpt2":
+                init.normal_(module.o_proj.weight, mean=0.0, std=residual_std)
+        elif isinstance(module, MLP):
+            if scheme == "t5":
+                factor = getattr(config, "initializer_factor", 1.0)
+                init.normal_(module.down_proj.weight, mean=0.0, std=factor * config.intermediate_size**-0.5)
+            elif scheme == "gpt2":
+                init.normal_(module.down_proj.weight, mean=0.0, std=residual_std)
+        elif isinstance(module, Embeddings):
+            pad = config.pad_token_id
+            weight = module.word_embeddings.weight
+            if scheme == "bert" and pad is not None and 0 <= pad < weight.shape[0]:
+                # as BERT's padding_idx; the row is a view, which loses the loaded-weight flag
+                if not getattr(weight, "_is_hf_initialized", False):
+                    init.zeros_(weight[pad])
+        elif isinstance(module, HfpipePreTrainedModel):
+            output = module.get_output_embeddings()
+            if scheme == "t5" and output is not None and not config.tie_word_embeddings:
+                init.normal_(output.weight, mean=0.0, std=embedding_std)
 
 
 class LMHead(nn.Module):
@@ -455,22 +548,52 @@ class LMHead(nn.Module):
         return self.decoder(hidden_states)
 
 
+# The loss contract (gradient accumulation and several processes).
+#
+# Under gradient accumulation transformers' Trainer counts the items of the whole optimizer
+# step -- `labels != -100` over its k micro-batches, and over every process with
+# average_tokens_across_devices -- passes that count to each forward as `num_items_in_batch`,
+# and adds the k losses as they come. So every head returns the sum of its per-item losses
+# divided by that count, its items being exactly what Trainer counts: label tokens (MLM, CLM,
+# SFT, span corruption, prefix LM, text-to-text, token classification), labelled examples
+# (single-label classification) or label entries (regression, multi-label). Summed over the
+# micro-batches that is the full batch's mean, however it is split. Without a count
+# (evaluation, direct calls) a head returns the mean over its own batch.
+#
+# Two targets are not named `labels`, so Trainer cannot count them:
+# - extractive QA (start/end positions): transformers' Trainer passes no count and divides the
+#   batch mean by k itself, which is exact when the micro-batches are equal in size;
+#   hfpipe's Trainer (hfpipe.accumulation.LossCountsMixin) counts the examples instead.
+# - NSP/SOP next to MLM: the sentence-pair loss needs the pair count of the optimizer step,
+#   `num_sequences_in_batch`, which LossCountsMixin passes. Without it the count is estimated
+#   from num_items_in_batch and this micro-batch's pairs per label token: exact without
+#   accumulation, approximate with it.
+
+
+def normalise(total: torch.Tensor, local_count, num_items_in_batch=None) -> torch.Tensor:
+    """The contract's reduction: ``total`` over the optimizer step's count, else over this
+    batch's own ``local_count`` (a mean)."""
+    count = local_count if num_items_in_batch is None else num_items_in_batch
+    if torch.is_tensor(count):
+        count = count.to(total.device)
+    return total / count
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
-    """Token cross-entropy ignoring -100. With ``num_items_in_batch`` (Trainer passes it under
-    gradient accumulation) the sum is divided by the tokens of the whole accumulated batch,
-    so accumulating N micro-batches gives the same gradient as one N times larger."""
+    """Token cross-entropy ignoring -100: summed, over ``num_items_in_batch`` when Trainer
+    passes it (the loss contract above), else the mean over this batch's labelled tokens."""
     logits = logits.reshape(-1, logits.shape[-1]).float()
     labels = labels.reshape(-1).to(logits.device)
     if num_items_in_batch is None:
         return F.cross_entropy(logits, labels, ignore_index=-100)
     loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(loss.device)
-    return loss / num_items_in_batch
+    return normalise(loss, None, num_items_in_batch)
 
 
-def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """transformers' rule: regression when num_labels == 1, single- or multi-label otherwise."""
+def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None):
+    """transformers' rule: regression (MSE) when num_labels == 1, single-label (cross-entropy)
+    or multi-label (binary cross-entropy per label) otherwise. Label entries equal to -100 take
+    no loss, as Trainer leaves them out of ``num_items_in_batch``."""
     if config.problem_type is None:
         if config.num_labels == 1:
             config.problem_type = "regression"
@@ -478,19 +601,34 @@ def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Ten
             config.problem_type = "single_label_classification"
         else:
             config.problem_type = "multi_label_classification"
-    if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
     if config.problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, config.num_labels).float(), labels.view(-1))
-    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return cross_entropy(logits.view(-1, config.num_labels), labels.view(-1), num_items_in_batch)
+    labels = labels.to(logits.device).float()
+    if config.problem_type == "regression":
+        logits, labels = logits.reshape(-1), labels.reshape(-1)
+        losses = F.mse_loss(logits.float(), labels, reduction="none")
+    else:
+        losses = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
+    labelled = labels != -100
+    return normalise(losses[labelled].sum(), labelled.sum(), num_items_in_batch)
 
 
-def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
-    """Extractive QA: mean of start and end cross-entropies; positions outside the sequence
-    are clamped to an ignored index, as transformers does."""
-    ignored = start_logits.size(1)
-    start_positions = start_positions.view(-1).clamp(0, ignored)
-    end_positions = end_positions.view(-1).clamp(0, ignored)
-    start = F.cross_entropy(start_logits.float(), start_positions, ignore_index=ignored)
-    end = F.cross_entropy(end_logits.float(), end_positions, ignore_index=ignored)
-    return (start + end) / 2
+def span_loss(
+    start_logits, end_logits, start_positions, end_positions, attention_mask=None, num_items_in_batch=None
+) -> torch.Tensor:
+    """Extractive QA: per example the mean of the start and end cross-entropies, summed over
+    the batch and divided by its examples (or by ``num_items_in_batch``, the examples of the
+    optimizer step). Padding positions are left out of the softmax, so the loss does not
+    depend on how far a batch is padded; positions outside the sequence are clamped to an
+    ignored index and take no loss, as transformers does."""
+    length = start_logits.size(1)
+    start_logits, end_logits = start_logits.float(), end_logits.float()
+    if attention_mask is not None:
+        padding = attention_mask[:, -length:].to(start_logits.device) == 0  # a prefix-tuning prefix dropped
+        start_logits = start_logits.masked_fill(padding, torch.finfo(start_logits.dtype).min)
+        end_logits = end_logits.masked_fill(padding, torch.finfo(end_logits.dtype).min)
+    start_positions = start_positions.view(-1).to(start_logits.device).clamp(0, length)
+    end_positions = end_positions.view(-1).to(end_logits.device).clamp(0, length)
+    start = F.cross_entropy(start_logits, start_positions, ignore_index=length, reduction="sum")
+    end = F.cross_entropy(end_logits, end_positions, ignore_index=length, reduction="sum")
+    return normalise((start + end) / 2, start_positions.numel(), num_items_in_batch)

@@ -73,7 +73,7 @@ class HfpipeConfig(PreTrainedConfig):
         scale_attention: divide scores by sqrt(head_dim) (T5 folds this into its init instead).
         hidden_dropout_prob / attention_probs_dropout_prob: dropout rates.
         classifier_dropout: dropout before task heads; hidden_dropout_prob when None.
-        initializer_range: std of the normal init.
+        initializer_range: std of the normal init (BERT and GPT-2 schemes; see blocks.init_scheme).
         embedding_norm: LayerNorm right after the embeddings; default True for post-LN (BERT).
         final_norm: norm after the last block; default True for pre-LN (GPT-2, T5).
     """
@@ -208,6 +208,8 @@ class HfpipeSeq2SeqConfig(HfpipeConfig):
         decoder_start_token_id: first decoder input (T5: the pad id).
         scale_decoder_outputs: multiply the decoder output by hidden_size**-0.5 before the LM
             head (T5 v1.0, whose embeddings are tied and unscaled); tie_word_embeddings when None.
+        initializer_factor: T5's init multiplier (T5Config's field of the same name); fresh
+            weights follow T5's scheme wherever attention is unscaled (blocks.init_scheme).
     """
 
     model_type = "hfpipe_seq2seq"
@@ -217,6 +219,7 @@ class HfpipeSeq2SeqConfig(HfpipeConfig):
         num_decoder_layers: int | None = None,
         decoder_start_token_id: int | None = 0,
         scale_decoder_outputs: bool | None = None,
+        initializer_factor: float = 1.0,
         **kwargs,
     ):
         defaults = dict(
@@ -236,6 +239,7 @@ class HfpipeSeq2SeqConfig(HfpipeConfig):
         kwargs = {**defaults, **kwargs}
         self.num_decoder_layers = num_decoder_layers or kwargs.get("num_hidden_layers", 12)
         self.decoder_start_token_id = decoder_start_token_id
+        self.initializer_factor = initializer_factor
         self.scale_decoder_outputs = (
             kwargs.get("tie_word_embeddings", True) if scale_decoder_outputs is None else scale_decoder_outputs
         )

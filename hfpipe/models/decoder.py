@@ -182,6 +182,7 @@ class HfpipeDecoderForSequenceClassification(HfpipeDecoderPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         cache=None,
+        num_items_in_batch=None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         outputs = self.model(
@@ -199,7 +200,9 @@ class HfpipeDecoderForSequenceClassification(HfpipeDecoderPreTrainedModel):
             attention_mask = attention_mask[:, -length:]  # drop a prefix-tuning prefix
         last = last_token_index(input_ids, attention_mask, self.config.pad_token_id, length, hidden_states.device)
         logits = self.score(hidden_states[torch.arange(batch, device=hidden_states.device), last])
-        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(self.config, logits, labels, num_items_in_batch)
         return SequenceClassifierOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
@@ -222,6 +225,7 @@ class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         cache=None,
+        num_items_in_batch=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         outputs = self.model(
@@ -236,7 +240,9 @@ class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+            loss = span_loss(
+                start_logits, end_logits, start_positions, end_positions, attention_mask, num_items_in_batch
+            )
         return QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits.contiguous(),

@@ -14,6 +14,7 @@ Run: ``AutoModelForMaskedLM.from_config(hfpipe.config_for("encoder", "tiny"))`` 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import (
@@ -31,6 +32,7 @@ from .blocks import (
     LMHead,
     TransformerStack,
     cross_entropy,
+    normalise,
     sequence_classification_loss,
     span_loss,
 )
@@ -118,6 +120,10 @@ class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):
 
     Labels: ``labels`` (B, T) with -100 on positions not predicted; ``next_sentence_label``
     (B,) with 0 = B continues A, 1 = B is random (transformers' convention).
+
+    Under gradient accumulation each part is normalised by its own count over the optimizer
+    step: ``num_items_in_batch`` (label tokens, from Trainer) and ``num_sequences_in_batch``
+    (labelled pairs, from hfpipe's Trainer); see "The loss contract" in blocks.py.
     """
 
     _tied_weights_keys = {"mlm_head.decoder.weight": "model.embeddings.word_embeddings.weight"}
@@ -148,6 +154,7 @@ class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         num_items_in_batch=None,
+        num_sequences_in_batch=None,
         **kwargs,
     ) -> BertForPreTrainingOutput:
         outputs = self.model(
@@ -156,7 +163,14 @@ class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):
         prediction_logits, loss = masked_lm(self, outputs.last_hidden_state, labels, num_items_in_batch)
         seq_relationship_logits = self.nsp_head(outputs.pooler_output)
         if next_sentence_label is not None:
-            nsp_loss = cross_entropy(seq_relationship_logits, next_sentence_label)
+            next_sentence_label = next_sentence_label.view(-1).to(seq_relationship_logits.device)
+            pairs = (next_sentence_label != -100).sum()
+            if num_sequences_in_batch is None and num_items_in_batch is not None and labels is not None:
+                # No pair count (transformers' own Trainer): estimate it from the token count.
+                tokens = (labels != -100).sum().to(pairs.device).clamp(min=1)
+                num_sequences_in_batch = num_items_in_batch * pairs / tokens
+            total = F.cross_entropy(seq_relationship_logits.float(), next_sentence_label, reduction="sum")
+            nsp_loss = normalise(total, pairs, num_sequences_in_batch)
             loss = nsp_loss if loss is None else loss + nsp_loss
         return BertForPreTrainingOutput(
             loss=loss,
@@ -228,6 +242,7 @@ class _EncoderClassifier(HfpipeEncoderPreTrainedModel):
         past_key_values=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ):
         outputs = self.model(
@@ -236,8 +251,10 @@ class _EncoderClassifier(HfpipeEncoderPreTrainedModel):
         features = outputs.pooler_output if self.pooled else outputs.last_hidden_state
         logits = self.classifier(self.dropout(features))  # (B, num_labels) or (B, T, num_labels)
         loss = None
-        if labels is not None:
-            loss = sequence_classification_loss(self.config, logits, labels) if self.pooled else cross_entropy(logits, labels)
+        if labels is not None and self.pooled:
+            loss = sequence_classification_loss(self.config, logits, labels, num_items_in_batch)
+        elif labels is not None:
+            loss = cross_entropy(logits, labels, num_items_in_batch)
         return self.output_class(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
@@ -274,6 +291,7 @@ class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
         past_key_values=None,
         output_hidden_states=None,
         return_dict=None,
+        num_items_in_batch=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         outputs = self.model(
@@ -282,7 +300,9 @@ class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+            loss = span_loss(
+                start_logits, end_logits, start_positions, end_positions, attention_mask, num_items_in_batch
+            )
         return QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits.contiguous(),

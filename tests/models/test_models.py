@@ -181,7 +181,8 @@ def test_checkpoint_loads_with_trust_remote_code_where_hfpipe_is_absent(tmp_path
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["class"] == type(model).__name__
     for a, b in zip(_outputs(model, family), remote["outputs"]):
-        torch.testing.assert_close(a, torch.tensor(b), atol=1e-6, rtol=1e-6)
+        # float32 noise of another thread count: T5's init gives hidden states of order 1-10
+        torch.testing.assert_close(a, torch.tensor(b), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("family, auto_class", [("encoder", AutoModelForPreTraining), ("decoder", AutoModelForCausalLM),
