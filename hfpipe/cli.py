@@ -163,6 +163,8 @@ def dispatch(args) -> int:
         if verb == "evaluate":
             _run("device", "resolve_device", args.device)  # a missing accelerator: one line, before any loading
         recipe = load_recipe_from_args(args)
+        if verb == "evaluate":
+            _run("train", "prepare_evaluation_dir", recipe, args.output_dir)  # never inside the run it evaluates
         if verb == "evaluate" and recipe.kind == "pretrain":
             _run("perplexity", "run_perplexity", recipe, device=args.device, dtype=args.dtype)
         else:

@@ -198,3 +198,45 @@ def test_evaluate_on_a_pretraining_recipe_reports_sliding_window_perplexity(tmp_
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
     assert metrics["stride"] == metrics["max_length"] // 2 and metrics["eval_tokens"] > 100
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_evaluate_writes_its_own_folder_and_never_changes_the_run(tmp_path):
+    run = tmp_path / "rte"
+    trained = hfpipe("finetune", RECIPES / "finetune" / "glue-rte.yaml", "--smoke", "--max-steps", "3",
+                     "--output-dir", run)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    before = _tree_digest(run)
+    evaluated = hfpipe("evaluate", RECIPES / "finetune" / "glue-rte.yaml", "--smoke", "--model", run)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    after = _tree_digest(run)
+    new = {name for name in after if name.startswith("eval-rte/")}
+    assert {name: after[name] for name in after if name not in new} == before  # nothing of the run changed
+    assert {"eval-rte/eval_results.json", "eval-rte/eval_predictions.jsonl"} <= new
+    metrics = json.loads((run / "eval-rte" / "eval_results.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(json.loads((run / "eval_results.json").read_text())["accuracy"])
+    # the run's own folder as the output, or a second evaluation over the first: one line, exit 2
+    into_run = hfpipe("evaluate", RECIPES / "finetune" / "glue-rte.yaml", "--smoke", "--model", run,
+                      "--output-dir", run)
+    again = hfpipe("evaluate", RECIPES / "finetune" / "glue-rte.yaml", "--smoke", "--model", run)
+    assert into_run.returncode == 2 and "is the model being evaluated" in into_run.stderr
+    assert again.returncode == 2 and "earlier evaluation" in again.stderr
+    assert _tree_digest(run) == after
+
+
+def test_checkpoint_folder_without_config_exits_2_before_any_work(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "notes.txt").write_text("not a checkpoint")
+    result = hfpipe("finetune", RECIPES / "finetune" / "glue-rte.yaml", "--smoke", "--model", tmp_path / "model",
+                    "--output-dir", tmp_path / "out")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "model.name_or_path" in lines[0] and "no config.json" in lines[0]
+    assert not (tmp_path / "out").exists()
