@@ -13,6 +13,10 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"
+# One micro-batch per step unless a test says otherwise, eager: the comparisons below are between
+# process counts, accumulation and precision, not about gpt-clm's own 32-step accumulation and compile
+# (test_recipes_as_written.py runs those).
+PLAIN = ["--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false"]
 NO_DROPOUT = "model.config={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"
 
 
@@ -41,7 +45,7 @@ def tokenizer_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_two_processes_match_one_process_and_resume_in_one(tmp_path, tokenizer_dir):
     accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
-    common = ["pretrain", str(RECIPE), "--smoke", "--max-steps", "6", "--set", NO_DROPOUT,
+    common = ["pretrain", str(RECIPE), "--smoke", "--max-steps", "6", "--set", NO_DROPOUT, *PLAIN,
               "--set", "train.logging_steps=1", "--set", "train.save_steps=3",
               "--set", f"tokenizer.name_or_path={tokenizer_dir}"]
     one = tmp_path / "one"
@@ -71,7 +75,7 @@ def test_two_processes_match_one_process_and_resume_in_one(tmp_path, tokenizer_d
 
 @pytest.mark.slow
 def test_gradient_accumulation_and_bf16_match_the_plain_run(tmp_path, tokenizer_dir):
-    common = [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPE), "--smoke", "--max-steps", "5", "--set",
+    common = [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPE), "--smoke", "--max-steps", "5", *PLAIN, "--set",
               NO_DROPOUT, "--set", "train.logging_steps=1", "--set", f"tokenizer.name_or_path={tokenizer_dir}"]
     plain, accumulated, bf16 = tmp_path / "plain", tmp_path / "accumulated", tmp_path / "bf16"
     losses_plain, weights_plain = run([*common, "--output-dir", str(plain),

@@ -622,7 +622,8 @@ def test_a_run_resumes_exactly_from_checkpoints_pushed_to_the_hub(hub_server, tm
         return subprocess.run(
             [sys.executable, "-m", "hfpipe", "pretrain", str(REPO_ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"),
              "--smoke", "--max-steps", "6", "--output-dir", str(out), "--set", "train.save_steps=3",
-             "--set", f"tokenizer.name_or_path={tmp_path / 'tok'}", *extra],
+             "--set", f"tokenizer.name_or_path={tmp_path / 'tok'}",
+             "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false", *extra],  # accumulation and compile: test_recipes_as_written.py
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
 

@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 1000
 SETTINGS = ["--smoke", "--max-steps", "300", "--set", "train.learning_rate=2.0e-3", "--set",
             "train.per_device_train_batch_size=16", "--set", "data.max_train_samples=3000", "--set",
-            f"tokenizer.vocab_size={VOCAB}", "--set", "train.eval_steps=300", "--set", "train.save_steps=1000"]
+            f"tokenizer.vocab_size={VOCAB}", "--set", "train.eval_steps=300", "--set", "train.save_steps=1000",
+            # learning is measured per optimizer step of 16 examples; the recipe's own accumulation
+            # and compile run in test_recipes_as_written.py
+            "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false"]
 
 
 def pretrain(tmp_path, recipe, *extra):

@@ -25,6 +25,7 @@ from transformers import (
 import hfpipe
 from hfpipe.tasks import glue
 from hfpipe.tokenization import train_tokenizer
+from remote_code import BLOCK_HFPIPE
 
 CORPUS = [
     "The cat sat on the mat and looked at the dog.",
@@ -46,20 +47,8 @@ TOL = 1e-5
 # each test reads one subprocess that starts transformers and builds every pipeline (~35 s)
 pytestmark = pytest.mark.slow
 
-REMOTE = textwrap.dedent(
+REMOTE = BLOCK_HFPIPE + textwrap.dedent(
     """
-    import sys, json, torch
-    class BlockHfpipe:
-        def find_spec(self, name, path=None, target=None):
-            if name == "hfpipe" or name.startswith("hfpipe."):
-                raise ImportError("hfpipe is blocked in this process")
-    sys.meta_path.insert(0, BlockHfpipe())
-    sys.path = [p for p in sys.path if p not in ("", ".")]
-    try:
-        import hfpipe
-        raise SystemExit("hfpipe was importable")
-    except ImportError:
-        pass
     torch.set_num_threads(1)
     from transformers import pipeline
     folders, inputs = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -101,7 +101,9 @@ def _env():
 def _pretrain_args(recipe, out, steps, *extra):
     return [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPES / "pretrain" / recipe), "--smoke",
             "--max-steps", str(steps), "--output-dir", str(out), "--set", "train.save_steps=3",
-            "--set", "train.save_total_limit=5", *extra]
+            "--set", "train.save_total_limit=5",
+            # the recipe's own accumulation and compile run in test_recipes_as_written.py; here they would only cost time
+            "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false", *extra]
 
 
 def _kill_when(path_predicate, process, timeout=600):

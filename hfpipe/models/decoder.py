@@ -185,15 +185,8 @@ class HfpipeDecoderForSequenceClassification(HfpipeDecoderPreTrainedModel):
         num_items_in_batch=None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
-        outputs = self.model(
-            input_ids,
-            attention_mask,
-            position_ids,
-            either_cache(past_key_values, cache),
-            inputs_embeds,
-            False,
-            output_hidden_states,
-        )
+        cache = either_cache(past_key_values, cache)  # prefix tuning's prefix, if any
+        outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states)
         hidden_states = outputs.last_hidden_state
         batch, length = hidden_states.shape[:2]
         if attention_mask is not None and attention_mask.shape[1] != length:
@@ -228,15 +221,8 @@ class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
         num_items_in_batch=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
-        outputs = self.model(
-            input_ids,
-            attention_mask,
-            position_ids,
-            either_cache(past_key_values, cache),
-            inputs_embeds,
-            False,
-            output_hidden_states,
-        )
+        cache = either_cache(past_key_values, cache)  # prefix tuning's prefix, if any
+        outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states)
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
         loss = None
         if start_positions is not None and end_positions is not None:

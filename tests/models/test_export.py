@@ -39,6 +39,7 @@ from hfpipe.cli import main
 from hfpipe.tokenization import train_tokenizer
 
 from .conftest import bert_config, gpt2_config, t5_config
+from remote_code import BLOCK_HFPIPE
 
 TOL = 1e-4
 CORPUS = [
@@ -116,20 +117,8 @@ EXPORTS = [
      {"gated_mlp": True, "hidden_act": "gelu_new", "tie_word_embeddings": False}, "T5ForConditionalGeneration"),
 ]
 
-REMOTE = textwrap.dedent(
+REMOTE = BLOCK_HFPIPE + textwrap.dedent(
     """
-    import sys, json, os, torch
-    class BlockHfpipe:
-        def find_spec(self, name, path=None, target=None):
-            if name == "hfpipe" or name.startswith("hfpipe."):
-                raise ImportError("hfpipe is blocked in this process")
-    sys.meta_path.insert(0, BlockHfpipe())
-    sys.path = [p for p in sys.path if p not in ("", ".")]
-    try:
-        import hfpipe
-        raise SystemExit("hfpipe was importable")
-    except ImportError:
-        pass
     torch.set_num_threads(1)
     import transformers
     cases, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])

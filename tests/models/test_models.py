@@ -19,6 +19,7 @@ from transformers import (
 )
 
 import hfpipe
+from remote_code import BLOCK_HFPIPE
 
 VOCAB = 97
 MODERN = dict(norm_type="rmsnorm", norm_position="pre", position_embedding_type="rope", gated_mlp=True,
@@ -134,20 +135,8 @@ def test_save_load_round_trip_is_exact(tmp_path, family, auto_class):
         assert torch.equal(a, b)
 
 
-REMOTE = textwrap.dedent(
+REMOTE = BLOCK_HFPIPE + textwrap.dedent(
     """
-    import sys, json, torch
-    class BlockHfpipe:
-        def find_spec(self, name, path=None, target=None):
-            if name == "hfpipe" or name.startswith("hfpipe."):
-                raise ImportError("hfpipe is blocked in this process")
-    sys.meta_path.insert(0, BlockHfpipe())
-    sys.path = [p for p in sys.path if p not in ("", ".")]
-    try:
-        import hfpipe
-        raise SystemExit("hfpipe was importable")
-    except ImportError:
-        pass
     import transformers
     folder, auto_name, family = sys.argv[1], sys.argv[2], sys.argv[3]
     model = getattr(transformers, auto_name).from_pretrained(folder, trust_remote_code=True).eval()
