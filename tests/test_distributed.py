@@ -16,7 +16,8 @@ RECIPE = ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"
 # One micro-batch per step unless a test says otherwise, eager: the comparisons below are between
 # process counts, accumulation and precision, not about gpt-clm's own 32-step accumulation and compile
 # (test_recipes_as_written.py runs those).
-PLAIN = ["--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false"]
+PLAIN = ["--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
+         "--set", "train.mixed_precision=no", "--set", "train.optim=adamw_torch"]
 NO_DROPOUT = "model.config={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"
 
 
