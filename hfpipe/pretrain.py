@@ -234,6 +234,18 @@ def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
     return out, counters
 
 
+def masking_collator(objective, tokenizer) -> DataCollatorForBertPretraining:
+    """BERT's masking as the objective section says, for pairs (MLM+NSP/SOP) and packed blocks (MLM):
+    transformers' masking, plus whole-word masking on ids that have no offset mappings."""
+    return DataCollatorForBertPretraining(
+        tokenizer,
+        mlm_probability=objective.mlm_probability,
+        mask_replace_prob=objective.mask_replace_prob,
+        random_replace_prob=objective.random_replace_prob,
+        whole_word_mask=objective.whole_word_mask,
+    )
+
+
 def bert_pairs(recipe, corpus, tokenizer) -> Examples:
     from .data.corpus import sentences_dataset
     from .data.nsp import BertPretrainingPairs
@@ -258,13 +270,7 @@ def bert_pairs(recipe, corpus, tokenizer) -> Examples:
             builder, batched=True, with_indices=True, remove_columns=documents.column_names or ["sentences"],
             **_map_options(documents, f"{objective.name} pairs ({split})"),
         )
-    collator = DataCollatorForBertPretraining(
-        tokenizer,
-        mlm_probability=objective.mlm_probability,
-        mask_replace_prob=objective.mask_replace_prob,
-        random_replace_prob=objective.random_replace_prob,
-        whole_word_mask=objective.whole_word_mask,
-    )
+    collator = masking_collator(objective, tokenizer)
     return Examples(splits["train"], splits.get("validation"), collator, _bert_metrics, _argmax)
 
 
@@ -278,15 +284,7 @@ def masked_lm(recipe, corpus, tokenizer) -> Examples:
         return {"input_ids": [[cls, *block, sep] for block in batch["input_ids"]]}
 
     splits = {k: v.map(frame, batched=True, **_map_options(v, "framing")) for k, v in splits.items()}
-    # transformers' collator, through hfpipe's BERT one: it adds whole-word masking on packed ids
-    # (which have no offset mappings) and is transformers' masking otherwise.
-    collator = DataCollatorForBertPretraining(
-        tokenizer,
-        mlm_probability=objective.mlm_probability,
-        mask_replace_prob=objective.mask_replace_prob,
-        random_replace_prob=objective.random_replace_prob,
-        whole_word_mask=objective.whole_word_mask,
-    )
+    collator = masking_collator(objective, tokenizer)
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
 
