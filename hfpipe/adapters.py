@@ -91,6 +91,12 @@ def peft_config(section, model):
     raise InputError(f"peft.method: unknown method {section.method!r}")
 
 
+def virtual_positions(section) -> int:
+    """Positions the method's virtual tokens occupy ahead of the input: prompt tuning prepends its
+    embeddings, prefix tuning's keys and values shift the input's positions by their length."""
+    return section.num_virtual_tokens if section.method in ("prefix_tuning", "prompt_tuning") else 0
+
+
 def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
@@ -31,7 +32,7 @@ from transformers import (
 )
 
 from . import models
-from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs
+from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs, virtual_positions
 from .errors import InputError
 from .metrics import load_metric
 from .recipes import SFT_TASK, SQUAD_TASKS
@@ -145,12 +146,15 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
     from .pretrain import check_config_keys, load_tokenizer
 
     family = recipe.model.family
+    positions_needed = recipe.task.max_seq_length + virtual_positions(recipe.peft)
     # the recipe's tokenizer, the checkpoint's, the run's own on resume, or one trained on the task
     tokenizer = load_tokenizer(recipe, texts(), Path(recipe.train.output_dir))
     if recipe.model.name_or_path:
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(recipe.model.name_or_path)
+        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+        check_positions(recipe, config, positions_needed)
         model = auto_class.from_pretrained(
             name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
             **quantized_load_kwargs(recipe.quantization), **model_kwargs,
@@ -163,7 +167,7 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         if family == "seq2seq":
             overrides["decoder_start_token_id"] = tokenizer.pad_token_id
         else:
-            overrides.setdefault("max_position_embeddings", max(recipe.task.max_seq_length, 128))
+            overrides.setdefault("max_position_embeddings", max(positions_needed, 128))
         model = auto_class.from_config(models.config_for(family, recipe.model.size, **overrides))
         if quantization_config(recipe.quantization) is not None:
             # bitsandbytes quantizes while loading: save the fresh tiny model and load it back.
@@ -175,6 +179,19 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
+
+
+def check_positions(recipe, config, needed: int) -> None:
+    """A learned position table must cover the longest input plus any virtual tokens; past its end
+    the embedding lookup fails mid-training with an IndexError (relative positions have no end)."""
+    table = getattr(config, "max_position_embeddings", None)
+    if table is None or needed <= table:
+        return
+    virtual = virtual_positions(recipe.peft)
+    extra = f" + peft.num_virtual_tokens {virtual}" if virtual else ""
+    raise InputError(f"task.max_seq_length {recipe.task.max_seq_length}{extra} = {needed} positions, but "
+                     f"{recipe.model.name_or_path or 'the model'} has {table}: lower task.max_seq_length"
+                     + (" or peft.num_virtual_tokens" if virtual else ""))
 
 
 def adapt(recipe, model, tokenizer):

@@ -242,3 +242,22 @@ def test_checkpoint_folder_without_config_exits_2_before_any_work(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "model.name_or_path" in lines[0] and "no config.json" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_longer_than_the_checkpoints_position_table_exit_2_before_training(tmp_path):
+    """A 64-position BERT cannot take SST-2's 128 tokens plus 20 soft prompt tokens; the run says so
+    instead of failing with an IndexError inside the embedding lookup."""
+    from test_hub import build_tokenizer
+    from transformers import BertConfig, BertModel
+
+    model, tokenizer = tmp_path / "bert64", build_tokenizer()
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    result = hfpipe("finetune", RECIPES / "peft" / "glue-sst2-prompt.yaml", "--smoke", "--model", model,
+                    "--set", "task.max_seq_length=48", "--output-dir", tmp_path / "out")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hfpipe: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "task.max_seq_length 48 + peft.num_virtual_tokens 20 = 68" in errors[0] and "has 64" in errors[0]
+    assert "Loading weights" not in result.stderr  # said before the checkpoint's weights are read
