@@ -4,14 +4,17 @@
 |----------------------------|---------------------------------------|---------------------------------------|
 | BERT MLM (80/10/10) + NSP  | :class:`DataCollatorForBertPretraining` | pairs from :mod:`hfpipe.data.nsp`     |
 | RoBERTa MLM (no NSP)       | :class:`DataCollatorForBertPretraining` | packed blocks (no next_sentence_label) |
+| SpanBERT span MLM (no NSP) | :class:`~hfpipe.data.span_masking.DataCollatorForSpanMasking` | packed blocks, as RoBERTa MLM |
 | GPT causal LM              | :class:`DataCollatorForCausalLM`      | packed blocks (:mod:`hfpipe.data.packing`) |
 | T5 span corruption         | :class:`DataCollatorForSpanCorruption` | blocks of ``span_corruption_lengths(...)[0]`` |
 | T5 prefix LM               | :class:`DataCollatorForPrefixLM`      | packed blocks                         |
+| UL2 mixture of denoisers   | :class:`DataCollatorForUL2`           | blocks of ``ul2_lengths(...).block_length`` |
 
 All return int64 torch tensors and ``labels`` with -100 where no loss is taken, as
 transformers' Trainer and models expect. Masking reuses transformers'
 ``DataCollatorForLanguageModeling``; span corruption, NSP pairs and prefix LM have no
-transformers counterpart and are written here.
+transformers counterpart and are written here; span masking and whole-word masking with
+80/10/10 share one word-level masker in :mod:`hfpipe.data.span_masking`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from hfpipe.data.span_corruption import (
     span_corruption_lengths,
     worker_seed,
 )
+from hfpipe.data.ul2 import DataCollatorForUL2, ul2_lengths
 from hfpipe.errors import InputError
 
 __all__ = [
@@ -39,7 +43,9 @@ __all__ = [
     "DataCollatorForCausalLM",
     "DataCollatorForPrefixLM",
     "DataCollatorForSpanCorruption",
+    "DataCollatorForUL2",
     "span_corruption_lengths",
+    "ul2_lengths",
 ]
 
 
@@ -53,12 +59,12 @@ def _input_ids(examples: Sequence[Mapping[str, Any] | Sequence[int]], collator: 
     return rows
 
 
-def _word_continuation_table(tokenizer: Any) -> torch.Tensor:
+def word_continuation_table(tokenizer: Any) -> torch.Tensor:
     """bool (len(tokenizer),): True where a vocabulary token continues the previous token's word.
 
-    transformers' whole-word masking reads word boundaries from offset mappings, which
-    pre-tokenized ids no longer have; the vocabulary's own markers give them back for the
-    usual fast tokenizers: WordPiece ``##`` pieces continue a word; with ByteLevel (``Ġ``) or
+    Whole-word and span masking need word boundaries; transformers reads them from offset
+    mappings, which pre-tokenized ids no longer have. The vocabulary's own markers give them
+    back for the usual fast tokenizers: WordPiece ``##`` pieces continue a word; with ByteLevel (``Ġ``) or
     Metaspace (``▁``) pre-tokenizers, a token without the marker does.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -78,6 +84,9 @@ def _word_continuation_table(tokenizer: Any) -> torch.Tensor:
     return torch.tensor([tok is not None and not tok.startswith(marker) for tok in tokens])
 
 
+_word_continuation_table = word_continuation_table  # the name before span masking shared it
+
+
 @dataclasses.dataclass
 class DataCollatorForBertPretraining:
     """BERT masked LM (+ NSP/SOP labels) on [CLS] A [SEP] B [SEP] pairs, or MLM alone on blocks.
@@ -92,8 +101,10 @@ class DataCollatorForBertPretraining:
     maskable token is chosen with ``mlm_probability``; of those, ``mask_replace_prob`` become
     [MASK], ``random_replace_prob`` a random vocabulary id, the rest stay. Special tokens and
     padding are never chosen (their mask is computed here with one vectorised ``isin``, not
-    row by row). ``whole_word_mask`` uses transformers' whole-word masking, which masks every
-    token of a chosen word with [MASK] (transformers supports no random replacement there).
+    row by row). ``whole_word_mask`` chooses whole words instead, with the word-level masker of
+    :mod:`hfpipe.data.span_masking` and spans of exactly one word: words are drawn until
+    ``mlm_probability`` of the maskable tokens are chosen, and the 80/10/10 is decided per word
+    (transformers' whole-word masking would replace every chosen word by [MASK]).
     ``seed`` as transformers: a private generator, else torch's global RNG.
     """
 
@@ -110,7 +121,6 @@ class DataCollatorForBertPretraining:
             self._mlm = DataCollatorForLanguageModeling(
                 self.tokenizer,
                 mlm=True,
-                whole_word_mask=self.whole_word_mask,
                 mlm_probability=self.mlm_probability,
                 mask_replace_prob=self.mask_replace_prob,
                 random_replace_prob=self.random_replace_prob,
@@ -120,14 +130,14 @@ class DataCollatorForBertPretraining:
         except ValueError as error:
             raise InputError(f"DataCollatorForBertPretraining: {error}") from None
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
-        self._continues_word = _word_continuation_table(self.tokenizer) if self.whole_word_mask else None
+        self._word_masker = self._make_word_masker() if self.whole_word_mask else None
 
-    def _word_offsets(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Synthetic (B, T, 2) offsets whose gaps mark word starts, for transformers' whole-word masking:
-        token t spans [2t - continues, 2t + 1), so a continuation starts where the previous token ends."""
-        positions = 2 * torch.arange(input_ids.shape[1]).expand_as(input_ids)
-        continues = self._continues_word[input_ids.clamp(0, len(self._continues_word) - 1)].long()
-        return torch.stack([positions - continues, positions + 1], dim=-1)
+    def _make_word_masker(self):
+        # Imported here: span_masking builds its collator on this module.
+        from hfpipe.data.span_masking import WordSpanMasker
+
+        return WordSpanMasker(self.tokenizer, self.mlm_probability, self.mask_replace_prob,
+                              self.random_replace_prob, max_span_length=1, seed=self.seed)
 
     def __call__(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> dict[str, torch.Tensor]:
         rows = _input_ids(examples, "DataCollatorForBertPretraining")
@@ -145,11 +155,13 @@ class DataCollatorForBertPretraining:
         input_ids = batch["input_ids"].long()
         batch.setdefault("token_type_ids", torch.zeros_like(input_ids))
         special_tokens_mask = torch.isin(input_ids, self._special_ids) | (batch["attention_mask"] == 0)
-        offsets = self._word_offsets(input_ids) if self.whole_word_mask else None
+        if self._word_masker is not None:
+            batch["input_ids"], batch["labels"] = self._word_masker(input_ids, special_tokens_mask)
+            return batch
         if self.seed is not None and self._mlm.generator is None:
             self._mlm.create_rng()  # transformers does this in torch_call, which we bypass
         batch["input_ids"], batch["labels"] = self._mlm.torch_mask_tokens(
-            input_ids, special_tokens_mask=special_tokens_mask, offset_mapping=offsets
+            input_ids, special_tokens_mask=special_tokens_mask
         )
         return batch
 

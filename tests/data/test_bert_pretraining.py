@@ -225,7 +225,7 @@ def test_whole_word_masking_masks_all_pieces_of_a_word(bert_tokenizer):
             chosen_words += bool(flags.all())
             position += len(word)
     assert abs(chosen_words / num_words - 0.15) < 0.02
-    assert batch["input_ids"][chosen].eq(MASK).all()  # transformers' whole-word masking: [MASK] only
+    assert batch["input_ids"][chosen].eq(MASK).all()  # mask_replace_prob=1: [MASK] only
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
