@@ -402,3 +402,83 @@ def embedded_sft(num_train: int = 256, num_eval: int = 64, seed: int = 0) -> dat
             rows["response"].append(answer(sentence))
         splits[split] = datasets.Dataset.from_dict(rows)
     return datasets.DatasetDict(splits)
+
+
+# ----------------------------------------------------------------------------------------------
+# Token tagging (named entities, part of speech)
+
+# CoNLL-2003's NER labels in the Hub dataset's ClassLabel order, so embedded and real data agree.
+TAGGING_NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+# Entity slot -> (names, the Penn Treebank tag of each of their words). Multi-word names make I- tags.
+_ENTITIES = {
+    "PER": (("Anna Berg", "John Smith", "Maria Lopez", "Li Wei", "Peter", "Olga Ivanova", "Kofi Mensah",
+             "Tom Baker"), "NNP"),
+    "LOC": (("Paris", "New York", "Buenos Aires", "Nairobi", "Oslo", "Tokyo", "Cape Town", "Lima"), "NNP"),
+    "ORG": (("Reuters", "United Nations", "Acme Corp", "Red Cross", "World Bank", "Nokia"), "NNP"),
+    "MISC": (("German", "Olympic", "French", "Japanese", "Brazilian"), "JJ"),
+}
+# Newswire-like templates; every word outside a {slot} is in _POS_LEXICON.
+_TAGGING_TEMPLATES = (
+    "{PER} visited {LOC} on Monday .",
+    "{ORG} hired {PER} last year .",
+    "{PER} said {ORG} would open an office in {LOC} .",
+    "The {MISC} team won in {LOC} on Sunday .",
+    "{ORG} shares fell in {LOC} .",
+    "{PER} and {PER} met in {LOC} .",
+    "A {MISC} official told {ORG} that prices rose .",
+    "Police in {LOC} arrested a man .",
+)
+_POS_LEXICON = {
+    "The": "DT", "A": "DT", "a": "DT", "an": "DT", "visited": "VBD", "on": "IN", "in": "IN", "that": "IN",
+    "Monday": "NNP", "Sunday": "NNP", ".": ".", "hired": "VBD", "last": "JJ", "year": "NN", "said": "VBD",
+    "would": "MD", "open": "VB", "office": "NN", "team": "NN", "won": "VBD", "shares": "NNS", "fell": "VBD",
+    "and": "CC", "met": "VBD", "official": "NN", "told": "VBD", "prices": "NNS", "rose": "VBD", "Police": "NNS",
+    "arrested": "VBD", "man": "NN",
+}
+TAGGING_POS_LABELS = tuple(sorted({*_POS_LEXICON.values(), *(tag for _, tag in _ENTITIES.values())}))
+
+
+def embedded_tagging(num_train: int = 256, num_eval: int = 64, seed: int = 0) -> datasets.DatasetDict:
+    """Synthetic newswire-like sentences tagged for NER (BIO, CoNLL-2003's PER/ORG/LOC/MISC) and POS.
+
+    Each sentence fills one of _TAGGING_TEMPLATES (used in equal shares) with names drawn from small
+    lists; a name's first word is B-<type>, its others I-<type>, every other word O. POS tags come
+    from a fixed lexicon (names NNP, nationalities JJ). Returns a DatasetDict ``train`` /
+    ``validation`` with the Hub's CoNLL-2003 columns: ``tokens`` (list[str]), ``ner_tags`` and
+    ``pos_tags`` (lists of ClassLabel ids; names TAGGING_NER_LABELS / TAGGING_POS_LABELS).
+    Deterministic for a seed.
+    """
+    _check_size("num_train", num_train)
+    _check_size("num_eval", num_eval)
+    features = datasets.Features({
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=list(TAGGING_NER_LABELS))),
+        "pos_tags": datasets.Sequence(datasets.ClassLabel(names=list(TAGGING_POS_LABELS))),
+    })
+    ner_id = {name: i for i, name in enumerate(TAGGING_NER_LABELS)}
+    pos_id = {name: i for i, name in enumerate(TAGGING_POS_LABELS)}
+    splits = {}
+    for split, num_rows in (("train", num_train), ("validation", num_eval)):
+        rng = _split_rng(seed, "tagging", split)
+        rows: dict[str, list] = {"tokens": [], "ner_tags": [], "pos_tags": []}
+        for template in _balanced_labels(num_rows, len(_TAGGING_TEMPLATES), rng):
+            tokens, ner, pos, used = [], [], [], set()
+            for word in _TAGGING_TEMPLATES[template].split():
+                if not word.startswith("{"):
+                    tokens.append(word)
+                    ner.append(ner_id["O"])
+                    pos.append(pos_id[_POS_LEXICON[word]])
+                    continue
+                kind = word[1:-1]
+                names, tag = _ENTITIES[kind]
+                name = rng.choice([n for n in names if n not in used])  # "Peter and Peter" would read oddly
+                used.add(name)
+                for i, part in enumerate(name.split()):
+                    tokens.append(part)
+                    ner.append(ner_id[("B-" if i == 0 else "I-") + kind])
+                    pos.append(pos_id[tag])
+            rows["tokens"].append(tokens)
+            rows["ner_tags"].append(ner)
+            rows["pos_tags"].append(pos)
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    return datasets.DatasetDict(splits)
