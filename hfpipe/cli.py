@@ -21,7 +21,7 @@ EPILOG = "Docs: README.md. Every verb also runs under `accelerate launch -m hfpi
 def _common(parser: argparse.ArgumentParser, needs_model: bool = False) -> None:
     parser.add_argument("recipe", help="a recipe YAML file (see recipes/)")
     parser.add_argument("--model", required=needs_model, help="checkpoint folder or Hub id[@revision]")
-    parser.add_argument("--train-file", help="local training data (GLUE TSV, SQuAD JSON, text/jsonl/csv)")
+    parser.add_argument("--train-file", help="local training data (GLUE TSV, SQuAD JSON, CoNLL text, text/jsonl/csv)")
     parser.add_argument("--validation-file", help="local evaluation data")
     parser.add_argument("--output-dir", help="where checkpoints, metrics and the model go")
     parser.add_argument("--max-steps", type=int, help="optimizer steps (overrides train.max_steps)")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("files", nargs="+", help="UTF-8 text files")
 
     _common(verbs.add_parser("pretrain", help="pretrain a model with its family's objective"))
-    _common(verbs.add_parser("finetune", help="finetune and evaluate on a task (GLUE, SQuAD)"))
+    _common(verbs.add_parser("finetune", help="finetune and evaluate on a task (GLUE, SQuAD, NER, POS)"))
     evaluate = verbs.add_parser("evaluate", help="evaluate a checkpoint on a recipe's task")
     _common(evaluate, needs_model=True)
     _device_options(evaluate)
@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-stream", action="store_true", help="print when done instead of token by token")
     gen.add_argument("--chat", action="store_true", help="prompt as a user turn of the tokenizer's chat template")
     _device_options(gen)
+
+    probe = verbs.add_parser("probe", help="cloze probing: precision@1/@10 of a model's answers to fill-in facts")
+    probe.add_argument("model", help="checkpoint folder or Hub id[@revision]")
+    probe.add_argument("--file", required=True,
+                       help='JSON lines {"text": "... [MASK] ...", "answer": "..."}, one blank per text')
+    probe.add_argument("--output-dir", help="where probe_results.json goes (default: MODEL/probe-<file name>)")
+    _device_options(probe)
 
     conv = verbs.add_parser("convert", help="a transformers BERT / GPT-2 / T5 checkpoint -> hfpipe, or back")
     conv.add_argument("src")
@@ -177,6 +184,8 @@ def dispatch(args) -> int:
         _run("icl", "run_icl", recipe, device=args.device, dtype=args.dtype)
     elif verb == "generate":
         _run("generate", "run_generate", args)
+    elif verb == "probe":
+        _run("probe", "run_probe", args)
     elif verb == "convert":
         function = "export_checkpoint" if args.to == "transformers" else "convert_checkpoint"
         name = _run("models.convert", function, args.src, args.dst)

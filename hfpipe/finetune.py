@@ -1,7 +1,7 @@
-"""``hfpipe finetune RECIPE`` and ``hfpipe evaluate RECIPE --model DIR``: GLUE, SQuAD and
-instruction tuning.
+"""``hfpipe finetune RECIPE`` and ``hfpipe evaluate RECIPE --model DIR``: GLUE, SQuAD,
+instruction tuning and token tagging (NER, POS).
 
-    recipe.task.name  -> tasks.glue / tasks.squad / tasks.sft   (data, formatting, post-processing)
+    recipe.task.name  -> tasks.glue / tasks.squad / tasks.sft / tasks.tagging   (data, formatting, post-processing)
     recipe.model      -> a head on any checkpoint   (encoder: [CLS]; decoder: last token or
                                                      GPT-1 pair format; seq2seq: text-to-text)
     recipe.train      -> train.build_trainer
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +24,9 @@ from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     DataCollatorForSeq2Seq,
+    DataCollatorForTokenClassification,
     DataCollatorWithPadding,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
@@ -35,8 +37,8 @@ from . import models
 from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs, virtual_positions
 from .errors import InputError
 from .metrics import load_metric
-from .recipes import SFT_TASK, SQUAD_TASKS
-from .tasks import glue, sft, squad
+from .recipes import SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
+from .tasks import generative_qa, glue, sft, squad, tagging
 from .train import (add_perplexity, build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name,
                     write_json)
 
@@ -50,6 +52,8 @@ class TaskData:
     train: Any | None  # examples
     evaluation: dict[str, Any]  # split name -> examples (MNLI: matched and mismatched)
     datasets: list[str]  # names for the model card
+    labels: list[str] | None = None  # ner/pos: the dataset's ClassLabel names (None: plain tag strings)
+    where: dict[str, str] = field(default_factory=dict)  # ner/pos: split -> its file or "<hub id> [split]"
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -58,6 +62,7 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
     task, data = recipe.task.name, recipe.data
     train_files, validation_files = list(data.train_files), list(data.validation_files)
     embedded = not train_files and not validation_files and not data.dataset
+    labels, where = None, {}  # ner/pos only
     if embedded:
         from .data import embedded as embedded_data
 
@@ -68,6 +73,9 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         elif task in SQUAD_TASKS:
             splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1",
                                                   seed=recipe.train.seed, **sizes)
+        elif task in TAGGING_TASKS:
+            splits, labels, where = tagging.from_dataset_dict(
+                embedded_data.embedded_tagging(seed=recipe.train.seed, **sizes), tagging.TAGS_COLUMNS[task])
         else:
             splits = embedded_data.embedded_glue(task, seed=recipe.train.seed, **sizes)
         names = ["hfpipe-embedded"]
@@ -85,6 +93,15 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         if source_eval:
             splits["validation"] = squad.load_squad(source_eval, version, split="validation")
         names = [data.dataset] if data.dataset else []
+    elif task in TAGGING_TASKS:
+        sources = {"train": train_files[0] if train_files else data.dataset,
+                   "validation": validation_files[0] if validation_files else data.dataset}
+        sources = {k: v for k, v in sources.items() if v and (do_train or k != "train")}
+        t = recipe.task
+        splits, labels, where = tagging.load_splits(
+            sources, t.tokens_column, t.tags_column, t.conll_tag_column, data.dataset_config,
+            holdout_percentage=data.validation_split_percentage if do_train else 0.0, seed=recipe.train.seed)
+        names = [data.dataset] if data.dataset else ["local CoNLL files"]
     else:
         splits = glue.load_glue(
             task,
@@ -102,7 +119,7 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         train = train.select(range(min(data.max_train_samples, len(train))))
     if data.max_eval_samples:
         evaluation = {k: v.select(range(min(data.max_eval_samples, len(v)))) for k, v in evaluation.items()}
-    return TaskData(train, evaluation, names)
+    return TaskData(train, evaluation, names, labels, where)
 
 
 def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
@@ -320,6 +337,84 @@ def _predict_splits(trainer, evaluation: dict, to_predictions) -> tuple[dict, di
     return metrics, predictions
 
 
+# ---------------------------------------------------------------------------------- token tagging
+def run_tagging(recipe, data: TaskData, do_train: bool, resume_from):
+    """NER / POS (tasks.tagging): one label per word, from its first word piece; seqeval's entity
+    scores (NER) or token accuracy (POS) on the validation sentences, one prediction line each."""
+    task = recipe.task
+    config = _checkpoint_config(recipe)
+    labels = tagging.label_list(data.train, data.labels) if do_train else _model_labels(recipe, config)
+    for split, sentences in [("train", data.train), *data.evaluation.items()]:
+        if sentences is not None:
+            tagging.check_tags(sentences, labels, data.where.get(split, split))
+    label2id = {tag: i for i, tag in enumerate(labels)}
+    texts = lambda: (" ".join(row["tokens"]) for row in data.train or [])  # noqa: E731
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForTokenClassification, texts,
+                                                num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                                label2id=label2id)
+    model = adapt(recipe, model, tokenizer)
+    align = dict(tokenizer=tokenizer, label2id=label2id, max_seq_length=task.max_seq_length,
+                 label_all_tokens=task.label_all_tokens)
+    window_columns = list(tagging.WINDOW_COLUMNS)
+    train = (tagging.tokenize_and_align(data.train, **align).remove_columns(window_columns)
+             if data.train is not None else None)
+    sentences = data.evaluation.get("validation")
+    windows = tagging.tokenize_and_align(sentences, **align) if sentences is not None else None
+    model_inputs = windows.remove_columns(window_columns) if windows is not None else None
+    metric = load_metric("seqeval")
+
+    def to_tags(predicted_ids):
+        return tagging.tags_from_predictions(predicted_ids, windows, labels, [len(t) for t in sentences["tokens"]])
+
+    def compute_metrics(eval_pred):
+        scores = metric.compute(predictions=to_tags(eval_pred.predictions), references=list(sentences["tags"]))
+        return tagging.flat_scores(scores, task.name)
+
+    collator = DataCollatorForTokenClassification(tokenizer)  # pads labels with -100
+    trainer, _ = build_trainer(recipe, model, tokenizer, train, model_inputs, collator,
+                               compute_metrics=compute_metrics if windows is not None else None,
+                               preprocess_logits_for_metrics=_label_ids)
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    if windows is None:
+        return trainer, train_result, {}, {}, tokenizer
+    out = trainer.predict(model_inputs, metric_key_prefix="eval")
+    metrics = {standard_metric_name(k): v for k, v in out.metrics.items()}
+    return trainer, train_result, metrics, {"tagging": (sentences, to_tags(out.predictions))}, tokenizer
+
+
+def _label_ids(logits, labels):
+    """(B, T, num_labels) -> (B, T) ids before Trainer gathers them: 47 POS logits per piece are
+    not worth holding for a whole evaluation set."""
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+
+
+def _checkpoint_config(recipe):
+    """The checkpoint's config (None from scratch), refused early when transformers has no
+    token-classification head for its model type (hfpipe's decoder and seq2seq have none)."""
+    if not recipe.model.name_or_path:
+        return None
+    from .hub import parse_model_reference
+
+    name, revision = parse_model_reference(recipe.model.name_or_path)
+    config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+    auto_map = getattr(config, "auto_map", None) or {}
+    remote = recipe.model.trust_remote_code and "AutoModelForTokenClassification" in auto_map
+    # _model_mapping is the Auto class's own table (registered hfpipe classes included)
+    if not remote and type(config) not in AutoModelForTokenClassification._model_mapping:
+        raise InputError(f"model.name_or_path {recipe.model.name_or_path}: {config.model_type} has no "
+                         f"token-classification head; {recipe.task.name} needs one (an encoder, e.g. bert-base-cased)")
+    return config
+
+
+def _model_labels(recipe, config) -> list[str]:
+    """For ``hfpipe evaluate``: the finetuned model's tags, in the order of its logits."""
+    names = [config.id2label[i] for i in range(len(config.id2label))] if config is not None else []
+    if not names or all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        raise InputError(f"--model {recipe.model.name_or_path}: config.json names no tags (id2label); evaluate a model "
+                         f"finetuned on {recipe.task.name} (hfpipe finetune)")
+    return names
+
+
 # ----------------------------------------------------------------------------- instruction tuning
 def run_sft(recipe, data: TaskData, do_train: bool, resume_from):
     """Causal-LM loss on the response tokens of each pair; eval loss, perplexity and a few greedy answers."""
@@ -370,9 +465,8 @@ def _answer(trainer, tokenizer, rows, max_length: int) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ SQuAD
 def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
-    if recipe.model.family == "seq2seq":
-        raise InputError(f"task.name: {recipe.task.name} needs an extractive model (encoder or decoder family); "
-                         "seq2seq SQuAD is not supported yet")
+    if _text_to_text(recipe):
+        return _run_squad_text_to_text(recipe, data, do_train, resume_from)
     version_2 = recipe.task.name == "squad_v2"
     task = recipe.task
     texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
@@ -393,17 +487,43 @@ def run_squad(recipe, data: TaskData, do_train: bool, resume_from):
         n_best_size=task.n_best_size, max_answer_length=task.max_answer_length,
         null_score_diff_threshold=task.null_score_diff_threshold,
     )
+    metrics = _squad_score(examples, predictions, null_odds, version_2, task.null_score_diff_threshold)
+    return trainer, train_result, metrics, {"squad": predictions}, tokenizer
+
+
+def _squad_score(examples, predictions: dict, null_odds: dict, version_2: bool, threshold: float) -> dict:
+    """The official SQuAD v1.1 / v2.0 scores of ``predictions`` ({id: text}) on ``examples``."""
     metric = load_metric("squad_v2" if version_2 else "squad")
     references = [{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])]
     if version_2:
         # null_odds with the same threshold as the predictions: exact/f1 agree with the
         # predictions file, and best_exact/best_f1 show the threshold worth using.
         formatted = [{"id": k, "prediction_text": v, "no_answer_probability": null_odds[k]} for k, v in predictions.items()]
-        metrics = metric.compute(predictions=formatted, references=references,
-                                 no_answer_threshold=task.null_score_diff_threshold)
-    else:
-        formatted = [{"id": k, "prediction_text": v} for k, v in predictions.items()]
-        metrics = metric.compute(predictions=formatted, references=references)
+        return metric.compute(predictions=formatted, references=references, no_answer_threshold=threshold)
+    formatted = [{"id": k, "prediction_text": v} for k, v in predictions.items()]
+    return metric.compute(predictions=formatted, references=references)
+
+
+def _run_squad_text_to_text(recipe, data: TaskData, do_train: bool, resume_from):
+    """T5's generative SQuAD (:mod:`hfpipe.tasks.generative_qa`), scored like extractive answers."""
+    version_2, task = recipe.task.name == "squad_v2", recipe.task
+    texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSeq2SeqLM, texts)
+    model = adapt(recipe, model, tokenizer)
+    window = dict(max_seq_length=task.max_seq_length, doc_stride=task.doc_stride)
+    train = (generative_qa.map_generative_features(data.train, tokenizer, training=True, version_2=version_2, **window)
+             if data.train is not None else None)
+    trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorForSeq2Seq(tokenizer, model=model),
+                               trainer_class=Seq2SeqTrainer, args_class=Seq2SeqTrainingArguments)
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    examples = data.evaluation.get("validation")
+    if examples is None:
+        return trainer, train_result, {}, {}, tokenizer
+    predictions, no_answer = generative_qa.generate_answers(
+        trainer.model, tokenizer, examples, max_answer_length=task.max_answer_length,
+        batch_size=recipe.train.per_device_eval_batch_size, device=trainer.args.device, **window)
+    # A generated "unanswerable" is certain (probability 1), so the v2 threshold is 0.5 of it.
+    metrics = _squad_score(examples, predictions, no_answer, version_2, 0.5)
     return trainer, train_result, metrics, {"squad": predictions}, tokenizer
 
 
@@ -414,6 +534,8 @@ def _write_predictions(output_dir, predictions: dict) -> None:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions["sft"])
     if "squad" in predictions:
         write_json(output_dir / "eval_predictions.json", predictions["squad"])
+    if "tagging" in predictions:
+        tagging.write_predictions_jsonl(output_dir / "eval_predictions.jsonl", *predictions["tagging"])
     if "glue" in predictions:
         spec, by_split = predictions["glue"]
         for name, values in by_split.items():
@@ -431,6 +553,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     data = load_task_data(recipe, do_train)
     runner = run_sft if recipe.task.name == SFT_TASK else run_squad if recipe.task.name in SQUAD_TASKS else run_glue
+    runner = run_tagging if recipe.task.name in TAGGING_TASKS else runner
     trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)
     if trainer.is_world_process_zero():
         _write_predictions(output_dir, predictions)

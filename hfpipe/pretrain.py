@@ -42,9 +42,11 @@ AUTO_CLASS = {
     "mlm_nsp": AutoModelForPreTraining,
     "sop": AutoModelForPreTraining,
     "mlm": AutoModelForMaskedLM,
+    "span_mlm": AutoModelForMaskedLM,
     "clm": AutoModelForCausalLM,
     "span_corruption": AutoModelForSeq2SeqLM,
     "prefix_lm": AutoModelForSeq2SeqLM,
+    "ul2": AutoModelForSeq2SeqLM,
 }
 
 
@@ -107,7 +109,9 @@ def train_shared_tokenizer(recipe, texts, folder: Path):
         return tokenizer
 
 
-def build_model(recipe, tokenizer, positions_needed: int):
+def build_model(recipe, tokenizer, positions_needed: int, added_tokens: int = 0):
+    """A new model sized from ``len(tokenizer)``, or the recipe's checkpoint. ``added_tokens``: tokens the
+    objective added to the tokenizer (UL2's paradigm tokens); a checkpoint gets embedding rows for them."""
     auto_class = AUTO_CLASS[recipe.objective.name]
     if recipe.model.name_or_path:
         from .hub import parse_model_reference
@@ -129,6 +133,11 @@ def build_model(recipe, tokenizer, positions_needed: int):
         config = models.config_for(recipe.model.family, recipe.model.size, **overrides)
         model = auto_class.from_config(config)
     embeddings = model.get_input_embeddings().weight.shape[0]
+    if embeddings < len(tokenizer) <= embeddings + added_tokens:  # only the objective's own tokens are new
+        logger.info("%d tokens added for %s: embedding %d -> %d rows", added_tokens, recipe.objective.name,
+                    embeddings, len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer))
+        embeddings = len(tokenizer)
     if len(tokenizer) > embeddings:
         raise InputError(
             f"tokenizer {recipe.tokenizer.name_or_path or '(trained)'} has {len(tokenizer)} entries but the "
@@ -236,7 +245,18 @@ def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
 
 def masking_collator(objective, tokenizer) -> DataCollatorForBertPretraining:
     """BERT's masking as the objective section says, for pairs (MLM+NSP/SOP) and packed blocks (MLM):
-    transformers' masking, plus whole-word masking on ids that have no offset mappings."""
+    transformers' masking, whole-word masking on ids that have no offset mappings, or SpanBERT's spans."""
+    if objective.name == "span_mlm":
+        from .data.span_masking import DataCollatorForSpanMasking
+
+        return DataCollatorForSpanMasking(
+            tokenizer,
+            mlm_probability=objective.mlm_probability,
+            mask_replace_prob=objective.mask_replace_prob,
+            random_replace_prob=objective.random_replace_prob,
+            geometric_p=objective.geometric_p,
+            max_span_length=objective.max_span_length,
+        )
     return DataCollatorForBertPretraining(
         tokenizer,
         mlm_probability=objective.mlm_probability,
@@ -275,7 +295,8 @@ def bert_pairs(recipe, corpus, tokenizer) -> Examples:
 
 
 def masked_lm(recipe, corpus, tokenizer) -> Examples:
-    """RoBERTa's FULL-SENTENCES: packed blocks of max_seq_length - 2, framed by CLS/SEP."""
+    """RoBERTa's FULL-SENTENCES: packed blocks of max_seq_length - 2, framed by CLS/SEP (SpanBERT's
+    single sequences too: ``span_mlm`` differs only in its collator)."""
     objective = recipe.objective
     splits, counters = _packed(recipe, corpus, tokenizer, objective.max_seq_length - 2, tokenizer.sep_token_id)
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -323,13 +344,30 @@ def prefix_lm(recipe, corpus, tokenizer) -> Examples:
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
 
+def ul2(recipe, corpus, tokenizer) -> Examples:
+    """UL2's mixture of denoisers: raw blocks as long as the most demanding denoiser needs (no separators, as T5)."""
+    from .data.ul2 import DataCollatorForUL2, as_denoisers, ul2_lengths
+
+    objective = recipe.objective
+    denoisers = as_denoisers(objective.denoisers)
+    lengths = ul2_lengths(objective.max_seq_length, denoisers)
+    unused = lengths.unused_fraction([d.weight for d in denoisers])
+    logger.info("ul2: %d denoisers; raw blocks of %d tokens, %.1f%% of them unused on average (raw per denoiser: %s)",
+                len(denoisers), lengths.block_length, 100 * unused, ", ".join(str(n.raw) for n in lengths.denoisers))
+    splits, counters = _packed(recipe, corpus, tokenizer, lengths.block_length, None)
+    collator = DataCollatorForUL2(tokenizer, denoisers, input_length=objective.max_seq_length)
+    return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
+
+
 OBJECTIVES = {
     "mlm_nsp": bert_pairs,
     "sop": bert_pairs,
     "mlm": masked_lm,
+    "span_mlm": masked_lm,
     "clm": causal_lm,
     "span_corruption": span_corruption,
     "prefix_lm": prefix_lm,
+    "ul2": ul2,
 }
 
 
@@ -494,7 +532,13 @@ def run_pretraining(recipe) -> dict:
     if sample.texts:
         logger.info("tokenizer trained on the first %d texts (%.1f MB) of the training data (tokenizer.train_samples=%d)",
                     sample.texts, sample.bytes / 1e6, recipe.tokenizer.train_samples)
-    model = build_model(recipe, tokenizer, recipe.objective.max_seq_length)  # checks the vocabulary first
+    added_tokens = 0
+    if recipe.objective.name == "ul2":  # paradigm tokens and sentinels, before the embedding is sized
+        from .data.ul2 import add_ul2_tokens, as_denoisers
+
+        added_tokens = add_ul2_tokens(tokenizer, as_denoisers(recipe.objective.denoisers),
+                                      recipe.objective.max_seq_length)
+    model = build_model(recipe, tokenizer, recipe.objective.max_seq_length, added_tokens)  # checks the vocabulary first
     streamed = _is_stream(corpus["train"])
     if streamed:
         from .data.streaming import process_rank_and_count

@@ -24,7 +24,7 @@ Resolution order (later wins):
      recipe's own ``smoke:`` mapping, then 2 and 3 again so the user's explicit
      choices beat smoke defaults;
   5. defaults that depend on other keys (``train.output_dir``, ``tokenizer.vocab_size``,
-     ``tokenizer.lowercase``, ``task.text_to_text``, ``task.pair_format``) are filled in,
+     ``tokenizer.lowercase``, ``task.text_to_text``, ``task.pair_format``, ``task.tags_column``) are filled in,
      so ``Recipe.save_yaml`` writes the fully resolved recipe.
 
 Relative paths (data files, local checkpoints, tokenizer dirs) are relative to the
@@ -72,7 +72,7 @@ __all__ = [
 Kind = Literal["pretrain", "finetune", "icl"]
 Family = Literal["encoder", "decoder", "seq2seq"]
 Size = Literal["tiny", "small", "base", "large"]
-ObjectiveName = Literal["mlm_nsp", "sop", "mlm", "clm", "span_corruption", "prefix_lm"]
+ObjectiveName = Literal["mlm_nsp", "sop", "mlm", "span_mlm", "clm", "span_corruption", "prefix_lm", "ul2"]
 PeftMethod = Literal["none", "lora", "prefix_tuning", "prompt_tuning", "ia3"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
@@ -81,12 +81,16 @@ OBJECTIVE_FAMILY: dict[str, str] = {
     "mlm_nsp": "encoder",
     "sop": "encoder",
     "mlm": "encoder",
+    "span_mlm": "encoder",
     "clm": "decoder",
     "span_corruption": "seq2seq",
     "prefix_lm": "seq2seq",
+    "ul2": "seq2seq",
 }
 SQUAD_TASKS = ("squad", "squad_v2")
 SFT_TASK = "sft"  # instruction tuning (hfpipe.tasks.sft)
+TAGGING_TASKS = ("ner", "pos")  # token tagging: named entities, part of speech (hfpipe.tasks.tagging)
+_TAGS_COLUMN = {"ner": "ner_tags", "pos": "pos_tags"}  # the Hub's CoNLL-2003 columns: task.tags_column's default
 # GLUE's task list is fixed by the benchmark; used only when hfpipe.tasks.glue cannot be imported.
 _GLUE_FALLBACK = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 _SINGLE_SENTENCE_GLUE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
@@ -163,9 +167,19 @@ class TokenizerSection:
     train_samples: int = checked(1_000_000, AT_LEAST_ONE)  # when training: read at most the first N texts (streams!)
 
 
+@dataclass(kw_only=True)  # keyword-only: noise_density is required yet follows an optional key
+class DenoiserSection:
+    """One denoiser of UL2's mixture (``objective.denoisers``; see hfpipe.data.ul2)."""
+
+    paradigm: Literal["r", "x", "s"]  # r: span corruption, [NLU]; x: extreme, [NLG]; s: prefix LM, [S2S]; required
+    mean_noise_span_length: float | None = checked(None, AT_LEAST_ONE)  # r/x: mean span in tokens (required); s: none
+    noise_density: float = checked(check=OPEN_UNIT)  # r/x: fraction of tokens corrupted; s: fraction that is target
+    weight: float = checked(1.0, POSITIVE)  # relative share of examples; normalised over the denoisers
+
+
 @dataclass
 class ObjectiveSection:
-    name: ObjectiveName  # mlm_nsp | sop | mlm | clm | span_corruption | prefix_lm; required
+    name: ObjectiveName  # mlm_nsp | sop | mlm | span_mlm | clm | span_corruption | prefix_lm | ul2; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per example; span_corruption: encoder input (512: 568 raw)
     mlm_probability: float = checked(0.15, PROBABILITY)  # fraction of tokens chosen for prediction (BERT)
     mask_replace_prob: float = checked(0.8, PROBABILITY)  # of those: -> [MASK]
@@ -173,8 +187,11 @@ class ObjectiveSection:
     whole_word_mask: bool = False  # choose whole words rather than word pieces
     nsp_probability: float = checked(0.5, PROBABILITY)  # mlm_nsp: chance that segment B is a random one
     short_seq_probability: float = checked(0.1, PROBABILITY)  # mlm_nsp/sop: chance of a shorter target length (BERT)
+    geometric_p: float = checked(0.2, OPEN_UNIT)  # span_mlm: span length in words ~ Geometric(p) (SpanBERT)
+    max_span_length: int = checked(10, AT_LEAST_ONE)  # span_mlm: longest span in words; 0.2 and 10: mean 3.8
     noise_density: float = checked(0.15, OPEN_UNIT)  # span_corruption: fraction of tokens corrupted (T5)
     mean_noise_span_length: float = checked(3.0, AT_LEAST_ONE)  # span_corruption: mean span length in tokens (T5)
+    denoisers: list[DenoiserSection] = field(default_factory=list)  # ul2: the mixture; []: UL2's seven, uniform
 
 
 @dataclass
@@ -207,7 +224,7 @@ class DataSection:
 
 @dataclass
 class TaskSection:
-    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft; required
+    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft|ner|pos; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per (pair of) input text(s)
     doc_stride: int = checked(128, AT_LEAST_ONE)  # SQuAD: overlap between windows of a long context
     n_best_size: int = checked(20, AT_LEAST_ONE)  # SQuAD: start/end candidates kept per window
@@ -219,6 +236,10 @@ class TaskSection:
     response_column: str = "response"  # sft: ... of the response (the only tokens with a loss)
     context_column: str | None = "context"  # sft: an optional passage joined to the instruction (Dolly); None: ignore
     chat_template: str | None = None  # sft: Jinja chat template; None: the tokenizer's own, else hfpipe's plain one
+    label_all_tokens: bool = False  # ner/pos: label every word piece (B- -> I- after the first), not the first only
+    tokens_column: str = "tokens"  # ner/pos: the dataset/JSON column of a sentence's words
+    tags_column: str | None = None  # ner/pos: ... of its tags (ClassLabel ids or names); None: ner_tags / pos_tags
+    conll_tag_column: int = -1  # ner/pos, CoNLL text files: the tags' column (word = 0); -1: the last (NER), 1: POS
 
 
 @dataclass
@@ -882,12 +903,15 @@ def _error(where: str, key: str, message: str) -> InputError:
 
 # Keys that act only for some values of a selector: set to anything but their default elsewhere, they
 # would do nothing, so the recipe is refused (a key the user believes in must not be silently ignored).
-_MASKING = ("mlm_nsp", "sop", "mlm")
+_MASKING = ("mlm_nsp", "sop", "mlm", "span_mlm")
 _APPLIES_TO = {
     ("objective", "name"): {
         "mlm_probability": _MASKING, "mask_replace_prob": _MASKING, "random_replace_prob": _MASKING,
-        "whole_word_mask": _MASKING, "nsp_probability": ("mlm_nsp",), "short_seq_probability": ("mlm_nsp", "sop"),
+        "whole_word_mask": ("mlm_nsp", "sop", "mlm"),  # span_mlm always masks whole words
+        "geometric_p": ("span_mlm",), "max_span_length": ("span_mlm",),
+        "nsp_probability": ("mlm_nsp",), "short_seq_probability": ("mlm_nsp", "sop"),
         "noise_density": ("span_corruption",), "mean_noise_span_length": ("span_corruption",),
+        "denoisers": ("ul2",),
     },
     ("peft", "method"): {
         "r": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",), "target_modules": ("lora", "ia3"),
@@ -899,6 +923,8 @@ _APPLIES_TO = {
         "max_answer_length": ("squad", "squad_v2"), "null_score_diff_threshold": ("squad_v2",),
         "instruction_column": ("sft",), "response_column": ("sft",), "chat_template": ("sft",),
         "context_column": ("sft",),
+        "label_all_tokens": TAGGING_TASKS, "tokens_column": TAGGING_TASKS, "tags_column": TAGGING_TASKS,
+        "conll_tag_column": TAGGING_TASKS,
     },
 }
 
@@ -932,11 +958,19 @@ def _validate(r: Recipe, where: str) -> None:
             raise _error(where, "objective.name", f"{r.objective.name} needs model.family: {wanted}, got {family}")
         if r.objective.mask_replace_prob + r.objective.random_replace_prob > 1:
             raise _error(where, "objective.random_replace_prob", "mask_replace_prob + random_replace_prob must be <= 1")
+        if r.objective.name == "ul2":  # each denoiser's lengths must fit max_seq_length, before any data is read
+            from hfpipe.data.ul2 import UL2_DENOISERS, check_denoisers
+
+            try:
+                check_denoisers(r.objective.denoisers or UL2_DENOISERS, r.objective.max_seq_length,
+                                "objective.denoisers")
+            except InputError as e:
+                raise InputError(f"{where}: {e}" if where else str(e)) from None
     else:
         if r.objective is not None:
             raise _error(where, "objective", f"only for kind: pretrain, got kind: {r.kind}")
         if r.task is None:
-            raise _error(where, "task", f"required for kind: {r.kind} (task.name: a GLUE task, squad, squad_v2 or sft)")
+            raise _error(where, "task", f"required for kind: {r.kind} (task.name: a GLUE task, squad, squad_v2, sft, ner or pos)")
         _validate_task(r, where)
     if r.kind != "icl" and r.icl is not None:
         raise _error(where, "icl", f"only for kind: icl, got kind: {r.kind}")
@@ -975,7 +1009,7 @@ def _validate(r: Recipe, where: str) -> None:
 
 def _validate_task(r: Recipe, where: str) -> None:
     task, family = r.task, r.model.family
-    valid = (*glue_task_names(), *SQUAD_TASKS) + ((SFT_TASK,) if r.kind == "finetune" else ())
+    valid = (*glue_task_names(), *SQUAD_TASKS) + ((SFT_TASK, *TAGGING_TASKS) if r.kind == "finetune" else ())
     if task.name not in valid:
         raise _error(where, "task.name", f"unknown task {_show(task.name)}{_did_you_mean(task.name, valid)}; known: "
                      + ", ".join(valid))
@@ -984,11 +1018,25 @@ def _validate_task(r: Recipe, where: str) -> None:
                      f"must be smaller than task.max_seq_length ({task.max_seq_length}), got {task.doc_stride}")
     if task.name == SFT_TASK and family != "decoder":
         raise _error(where, "model.family", f"sft (instruction tuning) trains a decoder, got {family}")
+    if task.name in TAGGING_TASKS and family != "encoder" and r.model.name_or_path is None:
+        # hfpipe's decoder and seq2seq have no token-classification head; a checkpoint whose
+        # transformers family has one (checked when it loads) may still be used.
+        raise _error(where, "model.family", f"{task.name} (token tagging) needs an encoder to train from scratch, got "
+                     f"{family}; or give model.name_or_path a checkpoint with a token-classification head")
     if task.pair_format == "gpt" and family != "decoder":
         raise _error(where, "task.pair_format",
                      f"gpt ([START] a [DELIM] b [EXTRACT], GPT-1) is for decoders, got model.family: {family}")
     if task.text_to_text and family != "seq2seq":
         raise _error(where, "task.text_to_text", f"text-to-text needs model.family: seq2seq, got {family}")
+    if task.name in SQUAD_TASKS and family == "seq2seq":
+        if task.text_to_text is False:
+            raise _error(where, "task.text_to_text", "an encoder-decoder answers SQuAD by generating the answer's "
+                         "text: expected true (span extraction needs model.family encoder or decoder)")
+        defaults = TaskSection(name=task.name)
+        for key in ("n_best_size", "null_score_diff_threshold"):
+            if getattr(task, key) != getattr(defaults, key):
+                raise _error(where, f"task.{key}", "scores extracted spans and has no effect on generated "
+                             "answers (text-to-text SQuAD); remove it")
 
 
 def _validate_icl(r: Recipe, where: str) -> None:
@@ -1127,5 +1175,7 @@ def _resolve_defaults(r: Recipe) -> None:
             r.task.text_to_text = family == "seq2seq"
         if r.task.pair_format is None:
             r.task.pair_format = "gpt" if family == "decoder" else "plain"
+        if r.task.tags_column is None and r.task.name in TAGGING_TASKS:
+            r.task.tags_column = _TAGS_COLUMN[r.task.name]
     if r.kind == "icl" and r.icl is None:
         r.icl = IclSection()

@@ -131,9 +131,11 @@ def _run(verb, recipe, tmp_path, *args):
 PRETRAINING = {
     "bert-mlm-nsp.yaml": ("wikipedia", 3),
     "roberta-mlm.yaml": ("wikipedia", 2),
+    "spanbert.yaml": ("wikipedia", 2),
     "gpt-clm.yaml": ("openwebtext", 3),
     "t5-span-corruption.yaml": ("c4", 6),
     "t5-prefix-lm.yaml": ("c4", 6),
+    "t5-ul2.yaml": ("c4", 6),
 }
 
 
@@ -184,6 +186,24 @@ def test_squad_lora_recipe_runs_as_written_on_squad_shaped_json(tmp_path):
     assert len(predictions) == 12 and all(isinstance(v, str) for v in predictions.values())
 
 
+def test_generative_squad_recipe_runs_as_written_and_is_scored_officially(tmp_path):
+    """T5's text-to-text SQuAD: Adafactor, accumulation 4, bf16 autocast as written; the answers
+    file holds one generated answer per question and its official score matches eval_results."""
+    from hfpipe.metrics.squad.compute_score import compute_score
+
+    train, dev = squad_json(tmp_path / "train.json"), squad_json(tmp_path / "dev.json", articles=2)
+    out, _ = _run("finetune", RECIPES / "finetune" / "squad-v1-t5.yaml", tmp_path, "--max-steps", 3,
+                  "--train-file", train, "--validation-file", dev)
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert len(predictions) == 12 and all(isinstance(v, str) for v in predictions.values())
+    gold = {qa["id"]: [a["text"] for a in qa["answers"]] for article in json.loads(dev.read_text())["data"]
+            for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+    official = compute_score(gold, predictions)
+    assert metrics["exact_match"] == pytest.approx(official["exact_match"])
+    assert metrics["f1"] == pytest.approx(official["f1"])
+
+
 def test_icl_recipe_runs_as_written_on_glue_shaped_tsv(tmp_path):
     """icl scores label words with a given decoder: a tiny one with a tokenizer trained on the texts."""
     import transformers
@@ -204,3 +224,55 @@ def test_icl_recipe_runs_as_written_on_glue_shaped_tsv(tmp_path):
     metrics = json.loads((out / "eval_results.json").read_text())
     accuracies = [v for k, v in metrics.items() if k.startswith("accuracy")]
     assert accuracies and all(0 <= v <= 1 for v in accuracies)
+
+
+def conll2003_text(path: Path, count: int, seed: int = 0, long_sentence: bool = False) -> Path:
+    """CoNLL-2003's text layout ("word POS chunk NER", -DOCSTART- every 10 sentences, blank lines
+    between sentences) over hfpipe's synthetic tagged sentences; ``long_sentence`` appends one of
+    more than 128 words, which the tagger must split into windows and still predict whole."""
+    from hfpipe.data.embedded import TAGGING_NER_LABELS, TAGGING_POS_LABELS, embedded_tagging
+
+    rows = embedded_tagging(num_train=count, num_eval=1, seed=seed)["train"]
+    sentences = [[(w, TAGGING_POS_LABELS[p], TAGGING_NER_LABELS[n]) for w, p, n in
+                  zip(row["tokens"], row["pos_tags"], row["ner_tags"])] for row in rows]
+    if long_sentence:
+        sentences.append([word for s in sentences[:24] for word in s])
+    blocks = []
+    for i, sentence in enumerate(sentences):
+        if i % 10 == 0:
+            blocks.append("-DOCSTART- -X- -X- O")
+        blocks.append("\n".join(f"{w} {pos} {'I-NP' if pos.startswith('NN') else 'O'} {ner}"
+                                for w, pos, ner in sentence))
+    path.write_text("\n\n".join(blocks) + "\n")
+    return path
+
+
+def test_conll2003_ner_recipe_finetunes_and_evaluates_on_conll_text(tmp_path):
+    recipe = RECIPES / "finetune" / "conll2003-ner.yaml"
+    train, dev = conll2003_text(tmp_path / "eng.train", 200), conll2003_text(tmp_path / "eng.testa", 40, 1, True)
+    out, _ = _run("finetune", recipe, tmp_path, "--max-steps", 4, "--train-file", train, "--validation-file", dev)
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert 0 <= metrics["overall_f1"] <= 1 and 0 <= metrics["overall_accuracy"] <= 1 and metrics["PER_number"] > 0
+    lines = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 41 and [row["index"] for row in lines] == list(range(41))
+    assert all(len(row["predictions"]) == len(row["tokens"]) == len(row["tags"]) for row in lines)
+    assert len(lines[-1]["tokens"]) > 128  # the long sentence came back whole from its windows
+    # evaluate the finetuned model on the same file: the same predictions, so the same scores
+    result = hfpipe("evaluate", recipe, "--model", out, "--validation-file", dev, "--smoke")
+    assert result.returncode == 0, result.stderr[-4000:]
+    evaluated = json.loads((out / "eval-ner" / "eval_results.json").read_text())
+    assert evaluated["overall_f1"] == pytest.approx(metrics["overall_f1"])
+    assert (out / "eval-ner" / "eval_predictions.jsonl").read_text() == (out / "eval_predictions.jsonl").read_text()
+
+
+def test_conll2003_pos_recipe_reads_the_pos_column_of_conll_text(tmp_path):
+    from hfpipe.data.embedded import TAGGING_POS_LABELS
+
+    train, dev = conll2003_text(tmp_path / "eng.train", 200), conll2003_text(tmp_path / "eng.testa", 30, 1)
+    out, _ = _run("finetune", RECIPES / "finetune" / "conll2003-pos.yaml", tmp_path, "--max-steps", 4,
+                  "--train-file", train, "--validation-file", dev)
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert 0 <= metrics["overall_accuracy"] <= 1 and "overall_f1" not in metrics
+    lines = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == 30 and lines[0]["tags"][-1] == "."
+    assert {tag for row in lines for tag in row["predictions"]} <= set(TAGGING_POS_LABELS)
