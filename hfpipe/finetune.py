@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 from transformers import (
@@ -33,182 +31,19 @@ from transformers import (
     set_seed,
 )
 
-from . import models
-from .adapters import apply_peft, prepare_quantized, quantization_config, quantized_load_kwargs, virtual_positions
+from .adapters import apply_peft, prepare_quantized, quantization_config
+from .build import load_tokenizer_and_model
 from .errors import InputError
 from .metrics import load_metric
 from .recipes import SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
 from .tasks import generative_qa, glue, sft, squad, tagging
+from .tasks.loading import TaskData, load_task_data
 from .train import (add_perplexity, build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name,
                     write_json)
 
 logger = logging.getLogger("hfpipe.finetune")
 
 SFT_GENERATION_SAMPLES = 8  # validation instructions answered greedily after training, for a look
-
-
-@dataclass
-class TaskData:
-    train: Any | None  # examples
-    evaluation: dict[str, Any]  # split name -> examples (MNLI: matched and mismatched)
-    datasets: list[str]  # names for the model card
-    labels: list[str] | None = None  # ner/pos: the dataset's ClassLabel names (None: plain tag strings)
-    where: dict[str, str] = field(default_factory=dict)  # ner/pos: split -> its file or "<hub id> [split]"
-
-
-# --------------------------------------------------------------------------------------------- data
-def load_task_data(recipe, do_train: bool) -> TaskData:
-    """Local files, the Hub, or (no files and no dataset: --smoke, the demo) embedded data."""
-    task, data = recipe.task.name, recipe.data
-    train_files, validation_files = list(data.train_files), list(data.validation_files)
-    embedded = not train_files and not validation_files and not data.dataset
-    labels, where = None, {}  # ner/pos only
-    if embedded:
-        from .data import embedded as embedded_data
-
-        logger.warning("no data given: using hfpipe's embedded synthetic %s data (for smoke tests only)", task)
-        sizes = {"num_train": data.max_train_samples or 1024, "num_eval": data.max_eval_samples or 256}
-        if task == SFT_TASK:
-            splits = embedded_data.embedded_sft(seed=recipe.train.seed, **sizes)
-        elif task in SQUAD_TASKS:
-            splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1",
-                                                  seed=recipe.train.seed, **sizes)
-        elif task in TAGGING_TASKS:
-            splits, labels, where = tagging.from_dataset_dict(
-                embedded_data.embedded_tagging(seed=recipe.train.seed, **sizes), tagging.TAGS_COLUMNS[task])
-        else:
-            splits = embedded_data.embedded_glue(task, seed=recipe.train.seed, **sizes)
-        names = ["hfpipe-embedded"]
-    elif task == SFT_TASK:
-        splits, names = _load_sft(recipe, train_files, validation_files, do_train), [data.dataset or "local JSON lines"]
-    elif task in SQUAD_TASKS:
-        version = "2.0" if task == "squad_v2" else "1.1"
-        source_train = train_files[0] if train_files else data.dataset
-        source_eval = validation_files[0] if validation_files else data.dataset
-        splits = {}
-        if do_train:
-            if not source_train:
-                raise InputError(f"{task}: no training data; pass --train-file (SQuAD JSON) or set data.dataset")
-            splits["train"] = squad.load_squad(source_train, version, split="train")
-        if source_eval:
-            splits["validation"] = squad.load_squad(source_eval, version, split="validation")
-        names = [data.dataset] if data.dataset else []
-    elif task in TAGGING_TASKS:
-        sources = {"train": train_files[0] if train_files else data.dataset,
-                   "validation": validation_files[0] if validation_files else data.dataset}
-        sources = {k: v for k, v in sources.items() if v and (do_train or k != "train")}
-        t = recipe.task
-        splits, labels, where = tagging.load_splits(
-            sources, t.tokens_column, t.tags_column, t.conll_tag_column, data.dataset_config,
-            holdout_percentage=data.validation_split_percentage if do_train else 0.0, seed=recipe.train.seed)
-        names = [data.dataset] if data.dataset else ["local CoNLL files"]
-    else:
-        splits = glue.load_glue(
-            task,
-            train_file=train_files[0] if train_files else None,
-            validation_file=validation_files[0] if validation_files else None,
-            validation_mismatched_file=validation_files[1] if len(validation_files) > 1 else None,
-        ) if (train_files or validation_files) else glue.load_glue(task, dataset=data.dataset,
-                                                                      dataset_config=data.dataset_config)
-        names = [data.dataset or glue.GLUE_HUB_ID] if not (train_files or validation_files) else ["local GLUE files"]
-    train = splits.get("train") if do_train else None
-    if do_train and train is None:
-        raise InputError(f"{task}: no training split; pass --train-file")
-    evaluation = {k: v for k, v in splits.items() if k.startswith("validation")}
-    if train is not None and data.max_train_samples:
-        train = train.select(range(min(data.max_train_samples, len(train))))
-    if data.max_eval_samples:
-        evaluation = {k: v.select(range(min(data.max_eval_samples, len(v)))) for k, v in evaluation.items()}
-    return TaskData(train, evaluation, names, labels, where)
-
-
-def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
-    """JSON-lines files or a Hub dataset; no validation set: data.validation_split_percentage held out."""
-    task, data = recipe.task, recipe.data
-    columns = {"instruction_column": task.instruction_column, "response_column": task.response_column,
-               "context_column": task.context_column}
-    if train_files or validation_files:
-        splits = {"train": sft.load_sft_jsonl(train_files[0], **columns)} if train_files and do_train else {}
-        if validation_files:
-            splits["validation"] = sft.load_sft_jsonl(validation_files[0], **columns)
-    else:
-        import datasets
-
-        loaded = datasets.load_dataset(data.dataset, data.dataset_config)
-        renames = {task.instruction_column: "instruction", task.response_column: "response"}
-        splits = {}
-        for name, split in (("train", "train"), ("validation", "validation"), ("validation", "test")):
-            if split in loaded and name not in splits:
-                missing = [c for c in renames if c not in loaded[split].column_names]
-                if missing:
-                    raise InputError(f"{data.dataset} [{split}]: no column {missing[0]!r} (task.instruction_column / "
-                                     f"task.response_column); it has {loaded[split].column_names}")
-                kept = loaded[split]
-                if task.context_column in kept.column_names:
-                    kept = kept.map(lambda row: {task.instruction_column: sft.with_context(
-                        row[task.instruction_column], row[task.context_column])})
-                kept = kept.select_columns(list(renames))
-                splits[name] = kept.rename_columns({k: v for k, v in renames.items() if k != v})
-    if "validation" not in splits and "train" in splits and data.validation_split_percentage > 0:
-        held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100,
-                                                seed=recipe.train.seed)
-        splits = {"train": held["train"], "validation": held["test"]}
-    return splits
-
-
-# ---------------------------------------------------------------------------- tokenizer and model
-def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **model_kwargs):
-    """From ``model.name_or_path`` (a new head where the checkpoint has none), or -- no checkpoint
-    (``--smoke``) -- a tiny model of the family with a tokenizer trained on the task's text."""
-    from .pretrain import check_config_keys, load_tokenizer
-
-    family = recipe.model.family
-    positions_needed = recipe.task.max_seq_length + virtual_positions(recipe.peft)
-    # the recipe's tokenizer, the checkpoint's, the run's own on resume, or one trained on the task
-    tokenizer = load_tokenizer(recipe, texts(), Path(recipe.train.output_dir))
-    if recipe.model.name_or_path:
-        from .hub import parse_model_reference
-
-        name, revision = parse_model_reference(recipe.model.name_or_path)
-        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
-        check_positions(recipe, config, positions_needed)
-        model = auto_class.from_pretrained(
-            name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
-            **quantized_load_kwargs(recipe.quantization), **model_kwargs,
-        )
-    else:
-        check_config_keys(recipe)
-        overrides = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                     **recipe.model.config, **model_kwargs}
-        if family == "seq2seq":
-            overrides["decoder_start_token_id"] = tokenizer.pad_token_id
-        else:
-            overrides.setdefault("max_position_embeddings", max(positions_needed, 128))
-        model = auto_class.from_config(models.config_for(family, recipe.model.size, **overrides))
-        if quantization_config(recipe.quantization) is not None:
-            # bitsandbytes quantizes while loading: save the fresh tiny model and load it back.
-            base_dir = Path(recipe.train.output_dir) / "base-model"
-            model.save_pretrained(base_dir)
-            model = auto_class.from_pretrained(base_dir, **quantized_load_kwargs(recipe.quantization))
-    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer, model
-
-
-def check_positions(recipe, config, needed: int) -> None:
-    """A learned position table must cover the longest input plus any virtual tokens; past its end
-    the embedding lookup fails mid-training with an IndexError (relative positions have no end)."""
-    table = getattr(config, "max_position_embeddings", None)
-    if table is None or needed <= table:
-        return
-    virtual = virtual_positions(recipe.peft)
-    extra = f" + peft.num_virtual_tokens {virtual}" if virtual else ""
-    raise InputError(f"task.max_seq_length {recipe.task.max_seq_length}{extra} = {needed} positions, but "
-                     f"{recipe.model.name_or_path or 'the model'} has {table}: lower task.max_seq_length"
-                     + (" or peft.num_virtual_tokens" if virtual else ""))
 
 
 def adapt(recipe, model, tokenizer):
@@ -571,4 +406,4 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     return metrics
 
 
-__all__ = ["run_finetuning", "load_task_data"]
+__all__ = ["run_finetuning"]

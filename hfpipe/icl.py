@@ -198,7 +198,8 @@ def evaluate_shots(model, tokenizer, train, evaluation, spec, k: int, icl, max_l
 
 
 def run_icl(recipe, device: str = "auto", dtype: str = "auto") -> dict:
-    from .finetune import load_task_data, load_tokenizer_and_model
+    from .build import load_tokenizer_and_model
+    from .tasks.loading import load_task_data
 
     target = resolve_device(device)  # before loading anything: a missing GPU is one line
     set_seed(recipe.train.seed)

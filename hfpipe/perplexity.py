@@ -51,7 +51,8 @@ def run_perplexity(recipe, stride: int | None = None, device: str = "auto", dtyp
 
     from .data.corpus import tokenize_dataset
     from .hub import parse_model_reference
-    from .pretrain import load_corpus, load_tokenizer
+    from .build import load_tokenizer
+    from .data.sources import load_corpus
 
     if recipe.model.family != "decoder":
         raise InputError(f"model.family: perplexity needs a causal LM (decoder), got {recipe.model.family}")

@@ -11,11 +11,8 @@
 
 from __future__ import annotations
 
-import glob
-import inspect
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,12 +23,12 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForPreTraining,
     AutoModelForSeq2SeqLM,
-    AutoTokenizer,
     set_seed,
 )
 
-from . import models
+from .build import load_tokenizer, new_model_config
 from .data.collators import DataCollatorForBertPretraining
+from .data.sources import is_stream, load_corpus_and_mixture
 from .errors import InputError
 from .train import add_perplexity, build_trainer, finish_run, prepare_output_dir
 
@@ -62,53 +59,6 @@ class Examples:
     counters: dict[str, Any] = field(default_factory=dict)  # streamed: counts kept as the stream is read
 
 
-def load_tokenizer(recipe, texts, output_dir=None):
-    """The recipe's tokenizer, the starting checkpoint's, or one trained on ``texts``.
-
-    Under several processes only the main one trains (into ``output_dir/tokenizer``); the
-    others load its result, so every rank maps text to the same ids.
-    """
-    source = recipe.tokenizer.name_or_path or recipe.model.name_or_path
-    if source:
-        from .hub import parse_model_reference
-
-        name, revision = parse_model_reference(source)
-        return AutoTokenizer.from_pretrained(name, revision=revision)
-    folder = Path(output_dir or recipe.train.output_dir) / "tokenizer"
-    if recipe.train.resume:
-        # A resumed run must see the very ids it was trained with: reuse, never retrain. Trainer
-        # saves the tokenizer into every checkpoint, so one pulled from the Hub carries it too.
-        from .train import last_complete_checkpoint
-
-        resumed = recipe.train.resume if isinstance(recipe.train.resume, str) else None
-        for saved in (folder, resumed, last_complete_checkpoint(folder.parent)):
-            if saved and (Path(saved) / "tokenizer_config.json").is_file():
-                return AutoTokenizer.from_pretrained(saved)
-    return train_shared_tokenizer(recipe, texts, folder)
-
-
-def train_shared_tokenizer(recipe, texts, folder: Path):
-    from accelerate import PartialState
-
-    from .tokenization import train_tokenizer
-
-    state = PartialState()
-    with state.main_process_first():
-        if not state.is_main_process:
-            return AutoTokenizer.from_pretrained(folder)
-        default_vocab = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}[recipe.model.family]
-        logger.info("training a %s tokenizer on the training text", recipe.model.family)
-        tokenizer = train_tokenizer(
-            texts,
-            family=recipe.model.family,
-            vocab_size=recipe.tokenizer.vocab_size or default_vocab,
-            min_frequency=recipe.tokenizer.min_frequency,
-            lowercase=recipe.tokenizer.lowercase,
-        )
-        tokenizer.save_pretrained(folder)
-        return tokenizer
-
-
 def build_model(recipe, tokenizer, positions_needed: int, added_tokens: int = 0):
     """A new model sized from ``len(tokenizer)``, or the recipe's checkpoint. ``added_tokens``: tokens the
     objective added to the tokenizer (UL2's paradigm tokens); a checkpoint gets embedding rows for them."""
@@ -119,19 +69,7 @@ def build_model(recipe, tokenizer, positions_needed: int, added_tokens: int = 0)
         name, revision = parse_model_reference(recipe.model.name_or_path)
         model = auto_class.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
     else:
-        special = {
-            "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        }
-        check_config_keys(recipe)
-        overrides = {"vocab_size": len(tokenizer), **special, **recipe.model.config}
-        if recipe.model.family != "seq2seq":
-            overrides.setdefault("max_position_embeddings", max(positions_needed, 128))
-        if recipe.model.family == "seq2seq":
-            overrides["decoder_start_token_id"] = tokenizer.pad_token_id
-        config = models.config_for(recipe.model.family, recipe.model.size, **overrides)
-        model = auto_class.from_config(config)
+        model = auto_class.from_config(new_model_config(recipe, tokenizer, positions_needed))
     embeddings = model.get_input_embeddings().weight.shape[0]
     if embeddings < len(tokenizer) <= embeddings + added_tokens:  # only the objective's own tokens are new
         logger.info("%d tokens added for %s: embedding %d -> %d rows", added_tokens, recipe.objective.name,
@@ -145,23 +83,6 @@ def build_model(recipe, tokenizer, positions_needed: int, added_tokens: int = 0)
             "use the model's own tokenizer or a matching tokenizer.name_or_path"
         )
     return model
-
-
-def check_config_keys(recipe) -> None:
-    """model.config overrides must name fields of the family's config (no silent typos)."""
-    import difflib
-
-    config_class = models.CONFIG_CLASSES[recipe.model.family]
-    known = set()
-    for cls in config_class.__mro__:
-        if "__init__" in cls.__dict__:
-            known |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    known |= {"num_labels", "id2label", "label2id", "problem_type"}
-    for key in recipe.model.config:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise InputError(f"model.config: unknown {recipe.model.family} config field {key!r}{hint}")
 
 
 def token_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -207,15 +128,9 @@ def _tokenized(recipe, corpus, tokenizer):
     }
 
 
-def _is_stream(dataset) -> bool:
-    from datasets import IterableDataset
-
-    return isinstance(dataset, IterableDataset)
-
-
 def _map_options(dataset, desc: str) -> dict:
     """IterableDataset.map takes no progress-bar description."""
-    return {} if _is_stream(dataset) else {"desc": desc}
+    return {} if is_stream(dataset) else {"desc": desc}
 
 
 def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
@@ -225,7 +140,7 @@ def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
     out, counters = {}, {}
     for split, dataset in _tokenized(recipe, corpus, tokenizer).items():
         packed, stats = pack_dataset(dataset, block_size, eos_token_id=eos, desc=f"packing {split}")
-        if _is_stream(packed):  # counted as the stream is read; reported at the end of the run
+        if is_stream(packed):  # counted as the stream is read; reported at the end of the run
             logger.info("%s: packing a stream into blocks of %d; counts are reported at the end", split, block_size)
             if split == "train":
                 counters["packing"] = stats
@@ -282,7 +197,7 @@ def bert_pairs(recipe, corpus, tokenizer) -> Examples:
     splits = {}
     for split, dataset in corpus.items():
         documents = sentences_dataset(dataset, tokenizer, text_column=recipe.data.text_column)
-        if not _is_stream(documents):
+        if not is_stream(documents):
             # A stream is read in order: datasets' shuffle buffer is not restored by load_state_dict,
             # so shuffling it would break exact resumes; streamed corpora are usually shuffled at rest.
             documents = documents.shuffle(seed=recipe.train.seed)
@@ -371,105 +286,6 @@ OBJECTIVES = {
 }
 
 
-def load_corpus(recipe):
-    """{"train", "validation"?} documents as the recipe's data section says (see `load_corpus_and_mixture`)."""
-    return load_corpus_and_mixture(recipe)[0]
-
-
-def load_corpus_and_mixture(recipe):
-    """{"train", "validation"?} documents, and the data.sources Mixture (None for one source).
-
-    A streamed corpus stays a stream: ``max_train_samples`` is a ``take``; its validation set is
-    the source's own (files, a Hub validation split) or the first ``data.validation_samples``
-    documents, materialised and skipped by training.
-    """
-    from datasets import Dataset
-
-    from .data.corpus import load_text_dataset
-
-    data = recipe.data
-    held_out = data.validation_samples is not None
-    options = dict(dataset_config=data.dataset_config, text_column=data.text_column, streaming=data.streaming,
-                   seed=recipe.train.seed)
-    mixture = None
-    if data.sources:
-        corpus, mixture = _mixed_corpus(recipe)
-    else:
-        corpus = load_text_dataset(
-            source=data.dataset, files=_expand(data.train_files) or None,
-            validation_files=_expand(data.validation_files) or None,
-            validation_split_percentage=0 if held_out else data.validation_split_percentage, **options)
-    corpus = dict(corpus)
-    train = corpus["train"]
-    if _is_stream(train) and recipe.train.max_steps <= 0:
-        raise InputError("train.max_steps: a streamed corpus has no length; expected a positive number of steps")
-    num_held_out = data.validation_samples
-    if _is_stream(train) and not held_out and "validation" not in corpus and data.validation_split_percentage > 0:
-        if not data.max_train_samples:
-            raise InputError(
-                f"data.validation_split_percentage: a stream of unknown length cannot be split by percentage "
-                f"(got {data.validation_split_percentage}); expected data.validation_samples (documents held out from "
-                "the head of the stream), data.validation_files, data.max_train_samples, or 0"
-            )
-        # A stream cut by max_train_samples has a known length: hold out that percentage of it.
-        num_held_out = math.ceil(data.max_train_samples * data.validation_split_percentage / 100)
-        held_out = True
-    if held_out and "validation" not in corpus:
-        if _is_stream(train):
-            rows = list(train.take(num_held_out))
-            train = train.skip(num_held_out)
-            validation = Dataset.from_dict({data.text_column: [row[data.text_column] for row in rows]})
-        else:
-            if num_held_out >= len(train):
-                raise InputError(f"data.validation_samples: {num_held_out} documents leave none of the "
-                                 f"{len(train)} for training; expected fewer")
-            validation = train.select(range(num_held_out))
-            train = train.select(range(num_held_out, len(train)))
-        if len(validation) == 0:
-            raise InputError("data: the training stream is empty; expected documents")
-        logger.info("validation: the first %d documents of the training data, not trained on", len(validation))
-        corpus["validation"] = validation
-    if data.max_train_samples:
-        train = train.take(data.max_train_samples) if _is_stream(train) else train.select(
-            range(min(data.max_train_samples, len(train))))
-    corpus["train"] = train
-    validation = corpus.get("validation")
-    if data.max_eval_samples and validation is not None:
-        corpus["validation"] = validation.take(data.max_eval_samples) if _is_stream(validation) else \
-            validation.select(range(min(data.max_eval_samples, len(validation))))
-    return corpus, mixture
-
-
-def _expand(patterns) -> list[str]:
-    """Recipe file lists allow globs ("c4/*.json"): each expands to its matches, sorted."""
-    return [f for pattern in patterns for f in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])]
-
-
-def _mixed_corpus(recipe):
-    """data.sources: each source's documents (renamed to data.text_column), interleaved by weight."""
-    from .data.corpus import interleave_sources, load_text_dataset
-
-    data = recipe.data
-    parts, names = [], []
-    for i, source in enumerate(data.sources):
-        column = source.text_column or data.text_column
-        part = load_text_dataset(source=source.dataset, files=_expand(source.files) or None,
-                                 dataset_config=source.dataset_config, text_column=column,
-                                 streaming=data.streaming, validation_split_percentage=0)["train"]
-        if column != data.text_column:
-            part = part.rename_column(column, data.text_column)
-        parts.append(part)
-        names.append(source.name or source.dataset or Path(source.files[0]).stem or f"source{i}")
-    mixed, mixture = interleave_sources(parts, [s.weight for s in data.sources], names, recipe.train.seed)
-    logger.info("data: %s interleaved with probabilities %s (seed %d)", ", ".join(names),
-                ", ".join(f"{w:.3f}" for w in mixture.weights), recipe.train.seed)
-    corpus = {"train": mixed}
-    if data.validation_files:
-        corpus["validation"] = load_text_dataset(files=_expand(data.validation_files), text_column=data.text_column,
-                                                 streaming=data.streaming, validation_split_percentage=0)["train"]
-    return corpus, mixture
-
-
 def _train_tokenizer_texts(recipe, train):
     """The bounded tokenizer sample (first tokenizer.train_samples texts) and its running count."""
     from .data.corpus import TextSample, sample_texts
@@ -539,7 +355,7 @@ def run_pretraining(recipe) -> dict:
         added_tokens = add_ul2_tokens(tokenizer, as_denoisers(recipe.objective.denoisers),
                                       recipe.objective.max_seq_length)
     model = build_model(recipe, tokenizer, recipe.objective.max_seq_length, added_tokens)  # checks the vocabulary first
-    streamed = _is_stream(corpus["train"])
+    streamed = is_stream(corpus["train"])
     if streamed:
         from .data.streaming import process_rank_and_count
 
@@ -581,4 +397,4 @@ def run_pretraining(recipe) -> dict:
                       base_model=recipe.model.name_or_path)
 
 
-__all__ = ["run_pretraining", "OBJECTIVES", "AUTO_CLASS", "load_tokenizer", "build_model"]
+__all__ = ["run_pretraining", "OBJECTIVES", "AUTO_CLASS", "build_model"]

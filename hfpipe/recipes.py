@@ -52,6 +52,7 @@ from hfpipe.errors import InputError
 
 __all__ = [
     "CLI_OVERRIDE_KEYS",
+    "DEFAULT_VOCAB_SIZE",
     "DataSection",
     "HubSection",
     "IclSection",
@@ -94,7 +95,7 @@ _TAGS_COLUMN = {"ner": "ner_tags", "pos": "pos_tags"}  # the Hub's CoNLL-2003 co
 # GLUE's task list is fixed by the benchmark; used only when hfpipe.tasks.glue cannot be imported.
 _GLUE_FALLBACK = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 _SINGLE_SENTENCE_GLUE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
-_DEFAULT_VOCAB_SIZE = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}  # BERT, GPT-2, T5
+DEFAULT_VOCAB_SIZE = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}  # BERT, GPT-2, T5
 _ICL_PLACEHOLDERS = ("text", "text_a", "text_b", "label")
 # Optimizer names (transformers OptimizerNames) that need a package or a device torch alone lacks:
 # checked against the machine before any work (no silent swaps).
@@ -1167,7 +1168,7 @@ def _resolve_defaults(r: Recipe) -> None:
     trains_tokenizer = r.tokenizer.name_or_path is None and r.model.name_or_path is None
     if trains_tokenizer:
         if r.tokenizer.vocab_size is None:
-            r.tokenizer.vocab_size = _DEFAULT_VOCAB_SIZE[family]
+            r.tokenizer.vocab_size = DEFAULT_VOCAB_SIZE[family]
         if r.tokenizer.lowercase is None:
             r.tokenizer.lowercase = family == "encoder"
     if r.task is not None:

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 
 from hfpipe.tasks.squad import _tokenize_windows

@@ -111,7 +111,7 @@ def test_tokenizer_sample_reads_only_the_bound():
 
 
 def test_load_corpus_streamed_takes_holds_out_and_bounds(shards, tmp_path):
-    from hfpipe.pretrain import load_corpus
+    from hfpipe.data.sources import load_corpus
 
     recipe = Recipe.from_dict({"kind": "pretrain", "model": {"family": "decoder"}, "objective": {"name": "clm"},
                                "data": {"train_files": shards, "streaming": True, "validation_samples": 7,
@@ -132,7 +132,7 @@ def test_mixture_proportions_follow_the_weights(tmp_path):
                                    {"files": [str(a)], "weight": 0.7, "name": "alpha"},
                                    {"files": [str(b)], "weight": 0.3, "name": "beta", "text_column": "body"}]},
                                "train": {"max_steps": 5, "seed": 11}})
-    from hfpipe.pretrain import load_corpus_and_mixture
+    from hfpipe.data.sources import load_corpus_and_mixture
 
     corpus, mixture = load_corpus_and_mixture(recipe)
     texts = [row["text"] for row in corpus["train"].take(4000)]

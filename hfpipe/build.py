@@ -1,0 +1,146 @@
+"""What every verb builds from a recipe before it trains or evaluates: the tokenizer and the model.
+
+    tokenizer = load_tokenizer(recipe, texts)        # given, the checkpoint's, the run's own, or trained
+    config = new_model_config(recipe, tokenizer, positions_needed=512)   # a fresh model's config
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSequenceClassification, texts,
+                                                num_labels=2)            # the finetuning verbs
+
+Checks that protect the run before any weight loads live here too: ``model.config`` overrides
+must name fields of the family's config, and a learned position table must hold the longest input.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import AutoConfig, AutoTokenizer
+
+from . import models
+from .adapters import quantization_config, quantized_load_kwargs, virtual_positions
+from .errors import InputError
+from .recipes import DEFAULT_VOCAB_SIZE
+
+logger = logging.getLogger("hfpipe.build")
+
+
+def load_tokenizer(recipe, texts, output_dir=None):
+    """The recipe's tokenizer, the starting checkpoint's, or one trained on ``texts``.
+
+    Under several processes only the main one trains (into ``output_dir/tokenizer``); the
+    others load its result, so every rank maps text to the same ids.
+    """
+    source = recipe.tokenizer.name_or_path or recipe.model.name_or_path
+    if source:
+        from .hub import parse_model_reference
+
+        name, revision = parse_model_reference(source)
+        return AutoTokenizer.from_pretrained(name, revision=revision)
+    folder = Path(output_dir or recipe.train.output_dir) / "tokenizer"
+    if recipe.train.resume:
+        # A resumed run must see the very ids it was trained with: reuse, never retrain. Trainer
+        # saves the tokenizer into every checkpoint, so one pulled from the Hub carries it too.
+        from .train import last_complete_checkpoint
+
+        resumed = recipe.train.resume if isinstance(recipe.train.resume, str) else None
+        for saved in (folder, resumed, last_complete_checkpoint(folder.parent)):
+            if saved and (Path(saved) / "tokenizer_config.json").is_file():
+                return AutoTokenizer.from_pretrained(saved)
+    return train_shared_tokenizer(recipe, texts, folder)
+
+
+def train_shared_tokenizer(recipe, texts, folder: Path):
+    from accelerate import PartialState
+
+    from .tokenization import train_tokenizer
+
+    state = PartialState()
+    with state.main_process_first():
+        if not state.is_main_process:
+            return AutoTokenizer.from_pretrained(folder)
+        logger.info("training a %s tokenizer on the training text", recipe.model.family)
+        tokenizer = train_tokenizer(
+            texts,
+            family=recipe.model.family,
+            vocab_size=recipe.tokenizer.vocab_size or DEFAULT_VOCAB_SIZE[recipe.model.family],
+            min_frequency=recipe.tokenizer.min_frequency,
+            lowercase=recipe.tokenizer.lowercase,
+        )
+        tokenizer.save_pretrained(folder)
+        return tokenizer
+
+
+def check_config_keys(recipe) -> None:
+    """model.config overrides must name fields of the family's config (no silent typos)."""
+    import difflib
+
+    config_class = models.CONFIG_CLASSES[recipe.model.family]
+    known = set()
+    for cls in config_class.__mro__:
+        if "__init__" in cls.__dict__:
+            known |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    known |= {"num_labels", "id2label", "label2id", "problem_type"}
+    for key in recipe.model.config:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InputError(f"model.config: unknown {recipe.model.family} config field {key!r}{hint}")
+
+
+def new_model_config(recipe, tokenizer, positions_needed: int, **overrides):
+    """The config of a new model of the recipe's family and size, sized from ``tokenizer`` (vocabulary,
+    special ids) with a position table of at least ``positions_needed`` (128 at least)."""
+    check_config_keys(recipe)
+    values = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+              "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+              **recipe.model.config, **overrides}
+    if recipe.model.family == "seq2seq":
+        values["decoder_start_token_id"] = tokenizer.pad_token_id  # T5 starts decoding from the pad id
+    else:
+        values.setdefault("max_position_embeddings", max(positions_needed, 128))
+    return models.config_for(recipe.model.family, recipe.model.size, **values)
+
+
+def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **model_kwargs):
+    """From ``model.name_or_path`` (a new head where the checkpoint has none), or -- no checkpoint
+    (``--smoke``) -- a tiny model of the family with a tokenizer trained on the task's text."""
+    positions_needed = recipe.task.max_seq_length + virtual_positions(recipe.peft)
+    # the recipe's tokenizer, the checkpoint's, the run's own on resume, or one trained on the task
+    tokenizer = load_tokenizer(recipe, texts(), Path(recipe.train.output_dir))
+    if recipe.model.name_or_path:
+        from .hub import parse_model_reference
+
+        name, revision = parse_model_reference(recipe.model.name_or_path)
+        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+        check_positions(recipe, config, positions_needed)
+        model = auto_class.from_pretrained(
+            name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
+            **quantized_load_kwargs(recipe.quantization), **model_kwargs,
+        )
+    else:
+        model = auto_class.from_config(new_model_config(recipe, tokenizer, positions_needed, **model_kwargs))
+        if quantization_config(recipe.quantization) is not None:
+            # bitsandbytes quantizes while loading: save the fresh tiny model and load it back.
+            base_dir = Path(recipe.train.output_dir) / "base-model"
+            model.save_pretrained(base_dir)
+            model = auto_class.from_pretrained(base_dir, **quantized_load_kwargs(recipe.quantization))
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer, model
+
+
+def check_positions(recipe, config, needed: int) -> None:
+    """A learned position table must cover the longest input plus any virtual tokens; past its end
+    the embedding lookup fails mid-training with an IndexError (relative positions have no end)."""
+    table = getattr(config, "max_position_embeddings", None)
+    if table is None or needed <= table:
+        return
+    virtual = virtual_positions(recipe.peft)
+    extra = f" + peft.num_virtual_tokens {virtual}" if virtual else ""
+    raise InputError(f"task.max_seq_length {recipe.task.max_seq_length}{extra} = {needed} positions, but "
+                     f"{recipe.model.name_or_path or 'the model'} has {table}: lower task.max_seq_length"
+                     + (" or peft.num_virtual_tokens" if virtual else ""))
