@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .errors import InputError
+from .heads import head_for, head_for_peft_task
 
 logger = logging.getLogger("hfpipe.adapters")
 
@@ -58,13 +59,8 @@ def _ia3_targets(model) -> tuple[list[str], list[str]]:
 def task_type_for(model):
     from peft import TaskType
 
-    name = type(model).__name__
-    for suffix, task in (("SequenceClassification", TaskType.SEQ_CLS), ("TokenClassification", TaskType.TOKEN_CLS),
-                         ("QuestionAnswering", TaskType.QUESTION_ANS), ("ConditionalGeneration", TaskType.SEQ_2_SEQ_LM),
-                         ("CausalLM", TaskType.CAUSAL_LM), ("LMHeadModel", TaskType.CAUSAL_LM)):
-        if name.endswith(suffix):
-            return task
-    return TaskType.FEATURE_EXTRACTION
+    head = head_for(type(model).__name__)
+    return TaskType[head.peft_task] if head is not None and head.peft_task else TaskType.FEATURE_EXTRACTION
 
 
 def peft_config(section, model):
@@ -186,9 +182,8 @@ def merge_adapter(adapter_dir: str, destination: str):
     if adapter.get("peft_type") != "LORA":
         raise InputError(f"{config_path}: peft_type {adapter.get('peft_type')!r}; only LoRA adapters can be merged")
     base_name = adapter.get("base_model_name_or_path")
-    auto_name = {"SEQ_CLS": "AutoModelForSequenceClassification", "CAUSAL_LM": "AutoModelForCausalLM",
-                 "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM", "TOKEN_CLS": "AutoModelForTokenClassification",
-                 "QUESTION_ANS": "AutoModelForQuestionAnswering"}.get(adapter.get("task_type"), "AutoModel")
+    head = head_for_peft_task(adapter.get("task_type"))
+    auto_name = head.auto_class if head is not None else "AutoModel"
     base_source = base_name if base_name and Path(base_name).exists() else adapter_dir
     # hfpipe saves the finetuned base config (labels, added tokens) next to the adapter.
     kwargs = {}

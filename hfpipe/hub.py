@@ -45,6 +45,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, Revi
 from huggingface_hub.utils import HFValidationError, filter_repo_objects, validate_repo_id
 
 from .errors import InputError
+from .heads import head_for, head_for_peft_task
 
 logger = logging.getLogger(__name__)
 
@@ -70,27 +71,7 @@ _CACHE_MARKERS = ("config.json", "adapter_config.json", "tokenizer_config.json")
 _NOT_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second", "total_flos"}
 # The first placeholder of huggingface_hub's default card template (what peft's save_pretrained writes).
 _HUB_TEMPLATE_MARK = "<!-- Provide a quick summary of what the model is/does. -->"
-# Hub task type for a model class, by the suffix transformers' naming gives each head.
-_HEAD_TASKS = (
-    ("ForSequenceClassification", "text-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForMaskedLM", "fill-mask"),
-    ("ForPreTraining", "fill-mask"),
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("ForConditionalGeneration", "text2text-generation"),
-    ("ForSeq2SeqLM", "text2text-generation"),
-)
-# Hub task type for a peft TaskType (adapter_config.json's task_type).
-_PEFT_TASKS = {
-    "SEQ_CLS": "text-classification",
-    "TOKEN_CLS": "token-classification",
-    "QUESTION_ANS": "question-answering",
-    "CAUSAL_LM": "text-generation",
-    "SEQ_2_SEQ_LM": "text2text-generation",
-    "FEATURE_EXTRACTION": "feature-extraction",
-}
+
 
 
 # --- model references ------------------------------------------------------------------------------
@@ -452,12 +433,13 @@ def _infer_task(output_dir: Path) -> str | None:
     config = output_dir / "config.json"
     architectures = (json.loads(config.read_text()).get("architectures") or []) if config.is_file() else []
     for architecture in architectures:
-        for suffix, task in _HEAD_TASKS:
-            if architecture.endswith(suffix):
-                return task
+        head = head_for(architecture)
+        if head is not None and head.suffix != "Model":  # a bare backbone says nothing of its task
+            return head.pipeline_tag
     adapter = output_dir / "adapter_config.json"
     if adapter.is_file():
-        return _PEFT_TASKS.get(json.loads(adapter.read_text()).get("task_type") or "")
+        head = head_for_peft_task(json.loads(adapter.read_text()).get("task_type"))
+        return head.pipeline_tag if head is not None else None
     return None
 
 

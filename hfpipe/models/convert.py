@@ -19,6 +19,7 @@ import shutil
 import torch
 
 from ..errors import InputError
+from ..heads import head_for
 from .configuration import HfpipeDecoderConfig, HfpipeEncoderConfig, HfpipeSeq2SeqConfig
 
 _COMMON = ("pad_token_id", "bos_token_id", "eos_token_id", "id2label", "label2id", "problem_type")
@@ -460,25 +461,12 @@ def hfpipe_config_from_reference(reference_config):
     return ADAPTERS[model_type][-1](reference_config)
 
 
-# Reference architecture suffix -> the Auto class that loads both it and its hfpipe twin.
-_HEADS = [
-    ("ForPreTraining", "AutoModelForPreTraining"),
-    ("LMHeadModel", "AutoModelForCausalLM"),
-    ("ForCausalLM", "AutoModelForCausalLM"),
-    ("ForConditionalGeneration", "AutoModelForSeq2SeqLM"),
-    ("ForMaskedLM", "AutoModelForMaskedLM"),
-    ("ForSequenceClassification", "AutoModelForSequenceClassification"),
-    ("ForTokenClassification", "AutoModelForTokenClassification"),
-    ("ForQuestionAnswering", "AutoModelForQuestionAnswering"),
-    ("Model", "AutoModel"),
-]
-
-
 def auto_class_for(architecture: str) -> str:
-    for suffix, auto_name in _HEADS:
-        if architecture.endswith(suffix):
-            return auto_name
-    raise ValueError(f"no hfpipe head for architecture {architecture!r}")
+    """The Auto class that loads a reference architecture and its hfpipe twin."""
+    head = head_for(architecture)
+    if head is None:
+        raise ValueError(f"no hfpipe head for architecture {architecture!r}")
+    return head.auto_class
 
 
 def _tied_keys(model) -> set[str]:
