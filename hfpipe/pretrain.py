@@ -161,24 +161,14 @@ def _packed(recipe, corpus, tokenizer, block_size: int, eos: int | None):
 def masking_collator(objective, tokenizer) -> DataCollatorForBertPretraining:
     """BERT's masking as the objective section says, for pairs (MLM+NSP/SOP) and packed blocks (MLM):
     transformers' masking, whole-word masking on ids that have no offset mappings, or SpanBERT's spans."""
+    masking = dict(mlm_probability=objective.mlm_probability, mask_replace_prob=objective.mask_replace_prob,
+                   random_replace_prob=objective.random_replace_prob)
     if objective.name == "span_mlm":
         from .data.span_masking import DataCollatorForSpanMasking
 
-        return DataCollatorForSpanMasking(
-            tokenizer,
-            mlm_probability=objective.mlm_probability,
-            mask_replace_prob=objective.mask_replace_prob,
-            random_replace_prob=objective.random_replace_prob,
-            geometric_p=objective.geometric_p,
-            max_span_length=objective.max_span_length,
-        )
-    return DataCollatorForBertPretraining(
-        tokenizer,
-        mlm_probability=objective.mlm_probability,
-        mask_replace_prob=objective.mask_replace_prob,
-        random_replace_prob=objective.random_replace_prob,
-        whole_word_mask=objective.whole_word_mask,
-    )
+        return DataCollatorForSpanMasking(tokenizer, geometric_p=objective.geometric_p,
+                                          max_span_length=objective.max_span_length, **masking)
+    return DataCollatorForBertPretraining(tokenizer, whole_word_mask=objective.whole_word_mask, **masking)
 
 
 def bert_pairs(recipe, corpus, tokenizer) -> Examples:
