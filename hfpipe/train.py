@@ -265,6 +265,10 @@ def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: di
     """Save the final model, tokenizer, recipe.yaml, results JSON, model card, loss.png;
     print the results table; return the evaluation metrics."""
     trainer.save_model(str(output_dir))
+    if trainer.is_fsdp_enabled and "FULL_STATE_DICT" not in str(trainer.accelerator.state.fsdp_plugin.state_dict_type):
+        # Trainer writes no final weights for a sharded state dict (checkpoints keep shards); the run's
+        # model must load with from_pretrained, so gather the full one (every rank joins, rank 0 writes).
+        trainer._save(str(output_dir), state_dict=trainer.accelerator.get_state_dict(trainer.model))
     train_metrics = dict(train_result.metrics) if train_result is not None else {}
     if eval_metrics is not None:
         eval_metrics = {standard_metric_name(k): v for k, v in eval_metrics.items()}
