@@ -74,6 +74,27 @@ def test_torch_compile_gives_the_eager_loss_and_gradients():
         torch.testing.assert_close(p.grad, g, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("family", ["encoder", "decoder", "seq2seq"])
+def test_training_step_makes_no_host_sync(family):
+    """Forward and backward of a padded training batch (mask given, fused LM loss, bf16
+    autocast) never wait for the device (issue 15; tests/models/test_host_syncs.py on CPU)."""
+    model, batch = _model(family).train(), _batch(family)
+    batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+    batch["attention_mask"][1, 40:] = 0
+    batch["num_items_in_batch"] = (batch["labels"] != -100).sum()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        model(**batch).loss.backward()  # warm-up: lazy CUDA initialisation may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss)
+
+
 def test_qlora_trains_a_4bit_base_on_cuda(tmp_path):
     pytest.importorskip("bitsandbytes")
     import bitsandbytes as bnb

@@ -29,6 +29,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .configuration import HfpipeConfig
+from .lm_loss import linear_cross_entropy
 
 try:  # transformers 5: init functions that leave weights loaded from a checkpoint alone
     from transformers import initialization as init
@@ -338,9 +339,17 @@ class TransformerStack(nn.Module):
         """
         batch, query_length = hidden_states.shape[:2]
         dtype, device = hidden_states.dtype, hidden_states.device
-        if attention_mask is not None and not torch.compiler.is_compiling() and bool(attention_mask.all()):
-            # Nothing is padded: without a mask SDPA can take its fastest kernel (as transformers does;
-            # one check per forward, skipped under torch.compile where it would break the graph).
+        if (
+            attention_mask is not None
+            and not self.training
+            and not torch.compiler.is_compiling()
+            and bool(attention_mask.all())
+        ):
+            # Nothing is padded: without a mask SDPA can take its fastest kernel (as transformers does).
+            # Only outside training and torch.compile: the check reads the mask back to the host,
+            # which in a training step on an accelerator stalls the host until the device has caught
+            # up (and breaks a compiled graph). In training a given mask is used as it is: a collator,
+            # which sees on the host that nothing is padded, can leave it out to get the fast kernel.
             attention_mask = None
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         key_length = past_length + query_length
@@ -541,11 +550,15 @@ class LMHead(nn.Module):
         self.norm = make_norm(config) if transform else None
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=bias)
 
+    def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., C): BERT's dense, activation and norm; identity without them."""
+        if self.dense is None:
+            return hidden_states
+        return self.norm(self.act(self.dense(hidden_states)))
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> logits (B, T, V)"""
-        if self.dense is not None:
-            hidden_states = self.norm(self.act(self.dense(hidden_states)))
-        return self.decoder(hidden_states)
+        return self.decoder(self.transform(hidden_states))
 
 
 # The loss contract (gradient accumulation and several processes).
@@ -590,6 +603,38 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch
     return normalise(loss, None, num_items_in_batch)
 
 
+def fuses_loss(projection: nn.Module) -> bool:
+    """Whether ``lm_logits_and_loss`` may read ``projection``'s weight directly: a plain
+    nn.Linear that nothing intercepts. A peft LoRA or modules_to_save wrapper, a quantized
+    Linear subclass, or forward hooks (accelerate offloading, DeepSpeed ZeRO-3 gathering the
+    weight) change what calling the module computes, so those heads keep the dense path."""
+    return (
+        type(projection) is nn.Linear
+        and not projection._forward_hooks
+        and not projection._forward_pre_hooks
+        and not hasattr(projection, "_hf_hook")
+    )
+
+
+def lm_logits_and_loss(
+    model: nn.Module, projection: nn.Linear, hidden: torch.Tensor, labels: torch.Tensor | None, num_items_in_batch=None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The vocabulary projection and its token cross-entropy: hidden (..., C) -> logits
+    (..., V) or None, loss (the contract's) or None without labels.
+
+    Training with labels (and ``config.fused_lm_loss``), the loss comes from the chunked
+    linear + cross-entropy (lm_loss.py) and no logits are made: they would be the largest
+    tensor of the step, and nothing reads them (Trainer's training step takes ``loss``; its
+    evaluation runs the model in eval mode). Otherwise the logits are made as always.
+    """
+    if labels is not None and model.training and model.config.fused_lm_loss and fuses_loss(projection):
+        labels = labels.to(hidden.device)
+        total = linear_cross_entropy(hidden, projection.weight, projection.bias, labels)
+        return None, normalise(total, (labels != -100).sum(), num_items_in_batch)
+    logits = projection(hidden)  # (..., V)
+    return logits, cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+
+
 def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None):
     """transformers' rule: regression (MSE) when num_labels == 1, single-label (cross-entropy)
     or multi-label (binary cross-entropy per label) otherwise. Label entries equal to -100 take
@@ -610,7 +655,8 @@ def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Ten
     else:
         losses = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
     labelled = labels != -100
-    return normalise(losses[labelled].sum(), labelled.sum(), num_items_in_batch)
+    # where, not losses[labelled]: boolean indexing reads the count back to the host
+    return normalise(torch.where(labelled, losses, 0.0).sum(), labelled.sum(), num_items_in_batch)
 
 
 def span_loss(

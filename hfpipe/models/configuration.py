@@ -76,6 +76,9 @@ class HfpipeConfig(PreTrainedConfig):
         initializer_range: std of the normal init (BERT and GPT-2 schemes; see blocks.init_scheme).
         embedding_norm: LayerNorm right after the embeddings; default True for post-LN (BERT).
         final_norm: norm after the last block; default True for pre-LN (GPT-2, T5).
+        fused_lm_loss: LM heads (CLM, MLM, seq2seq) training with labels compute their loss chunk
+            by chunk from the hidden states (models/lm_loss.py) and return no logits; evaluation,
+            inference and generation always get logits. False: the logits are made in training too.
     """
 
     model_type = "hfpipe"
@@ -112,6 +115,7 @@ class HfpipeConfig(PreTrainedConfig):
         bos_token_id: int | None = None,
         eos_token_id: int | None = None,
         tie_word_embeddings: bool = True,
+        fused_lm_loss: bool = True,
         **kwargs,
     ):
         if norm_type not in ("layernorm", "rmsnorm"):
@@ -157,6 +161,7 @@ class HfpipeConfig(PreTrainedConfig):
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.tie_word_embeddings = tie_word_embeddings
+        self.fused_lm_loss = fused_lm_loss
         kwargs.setdefault("auto_map", dict(_AUTO_MAPS.get(self.model_type, {})))
         super().__init__(**kwargs)
 
@@ -166,9 +171,11 @@ class HfpipeEncoderConfig(HfpipeConfig):
 
     Extra args:
         sparse_prediction: while training with MLM labels, run the MLM head on the predicted
-            positions only (ModernBERT's option of the same name); ``prediction_logits`` /
-            ``logits`` are then (number of predicted positions, vocab), in row-major order.
-            Evaluation and inference always give (batch, length, vocab).
+            positions only (ModernBERT's option of the same name); with ``fused_lm_loss=False``
+            ``prediction_logits`` / ``logits`` are then (number of predicted positions, vocab), in
+            row-major order (with it, training makes no logits). Evaluation and inference always
+            give (batch, length, vocab). Eager only: under torch.compile every position goes
+            through the head (same loss), as the gather's data-dependent size would break the graph.
     """
 
     model_type = "hfpipe_encoder"

@@ -28,8 +28,8 @@ from .blocks import (
     Embeddings,
     HfpipePreTrainedModel,
     TransformerStack,
-    cross_entropy,
     either_cache,
+    lm_logits_and_loss,
     sequence_classification_loss,
     span_loss,
 )
@@ -136,11 +136,10 @@ class HfpipeDecoderForCausalLM(HfpipeDecoderPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         # generate() asks for the last position only: no need to project the whole prompt.
-        logits = self.lm_head(hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states)
-        loss = None
-        if labels is not None:
-            shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
-            loss = cross_entropy(logits, shifted, num_items_in_batch)
+        hidden_states = hidden_states[:, -logits_to_keep:] if logits_to_keep else hidden_states
+        shifted = F.pad(labels, (0, 1), value=-100)[:, 1:] if labels is not None else None
+        # In training with labels logits is None: see blocks.lm_logits_and_loss.
+        logits, loss = lm_logits_and_loss(self, self.lm_head, hidden_states, shifted, num_items_in_batch)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -32,6 +32,7 @@ from .blocks import (
     LMHead,
     TransformerStack,
     cross_entropy,
+    lm_logits_and_loss,
     normalise,
     sequence_classification_loss,
     span_loss,
@@ -102,17 +103,26 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
 
 
 def masked_lm(model, hidden, labels, num_items_in_batch=None):
-    """MLM logits and loss (None without labels). With ``config.sparse_prediction`` in training,
-    the head sees only the predicted positions: BERT predicts 15% of them, so most of the
-    vocabulary projection -- a fifth of BERT-base's FLOPs -- and its softmax are skipped, at the
-    cost of one host sync (how many positions are predicted)."""
+    """hidden (B, T, C) -> MLM logits (B, T, V) and loss (None without labels); in training with
+    labels the logits are None (``config.fused_lm_loss``, see blocks.lm_logits_and_loss) or, with
+    sparse prediction, (predicted positions, V).
+
+    With ``config.sparse_prediction`` in eager training the head sees only the predicted
+    positions: BERT predicts 15% of them, so most of the vocabulary projection -- a fifth of
+    BERT-base's FLOPs -- and its softmax are skipped, at the cost of the training step's one
+    host sync (``nonzero``: how many positions are predicted). Under torch.compile every
+    position goes through the head instead (the same loss; unlabelled rows add nothing), which
+    keeps the graph whole and its shapes independent of the masking draw.
+    """
     if labels is None:
         return model.mlm_head(hidden), None
-    if model.training and model.config.sparse_prediction:
-        predicted = labels != -100
-        hidden, labels = hidden[predicted], labels[predicted]
-    logits = model.mlm_head(hidden)
-    return logits, cross_entropy(logits, labels, num_items_in_batch)
+    if model.training and model.config.sparse_prediction and not torch.compiler.is_compiling():
+        labels = labels.reshape(-1).to(hidden.device)  # (B*T,)
+        predicted = (labels != -100).nonzero().squeeze(1)  # (K,), the host sync
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, predicted)  # (K, C)
+        labels = labels.index_select(0, predicted)  # (K,)
+    head = model.mlm_head
+    return lm_logits_and_loss(model, head.decoder, head.transform(hidden), labels, num_items_in_batch)
 
 
 class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):

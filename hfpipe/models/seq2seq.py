@@ -17,7 +17,7 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
-from .blocks import CACHE_FIELD, HfpipePreTrainedModel, TransformerStack, cross_entropy, either_cache
+from .blocks import CACHE_FIELD, HfpipePreTrainedModel, TransformerStack, either_cache, lm_logits_and_loss
 from .configuration import HfpipeSeq2SeqConfig
 
 
@@ -201,8 +201,8 @@ class HfpipeSeq2SeqForConditionalGeneration(HfpipeSeq2SeqPreTrainedModel, Genera
         if self.config.scale_decoder_outputs:
             # T5 v1.0 rescales before its tied output projection (embeddings are not scaled on input).
             hidden_states = hidden_states * (self.config.hidden_size**-0.5)
-        logits = self.lm_head(hidden_states)
-        loss = cross_entropy(logits, labels, num_items_in_batch) if labels is not None else None
+        # In training with labels logits is None: see blocks.lm_logits_and_loss.
+        logits, loss = lm_logits_and_loss(self, self.lm_head, hidden_states, labels, num_items_in_batch)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

@@ -253,9 +253,11 @@ def test_gradient_accumulation_normalisation_matches_one_big_batch():
     assert abs(full.item() - halves.item()) < 1e-5
 
 
+@pytest.mark.parametrize("fused_lm_loss", [False, True], ids=["logits", "fused"])
 @pytest.mark.parametrize("head", ["pretraining", "masked_lm"])
-def test_sparse_prediction_gives_the_dense_loss_and_gradients(head):
-    """config.sparse_prediction runs the MLM head on the predicted positions only, in training."""
+def test_sparse_prediction_gives_the_dense_loss_and_gradients(head, fused_lm_loss):
+    """config.sparse_prediction runs the MLM head on the predicted positions only, in training;
+    with the fused LM loss (lm_loss.py) training makes no logits at all."""
     import hfpipe
 
     from transformers import AutoModelForMaskedLM, AutoModelForPreTraining
@@ -263,10 +265,11 @@ def test_sparse_prediction_gives_the_dense_loss_and_gradients(head):
     auto = {"pretraining": AutoModelForPreTraining, "masked_lm": AutoModelForMaskedLM}[head]
     torch.manual_seed(0)
     config = hfpipe.config_for("encoder", "tiny", vocab_size=97, hidden_dropout_prob=0.0,
-                               attention_probs_dropout_prob=0.0)
+                               attention_probs_dropout_prob=0.0, fused_lm_loss=False)
     dense = auto.from_config(config).train()
     sparse = auto.from_config(hfpipe.config_for("encoder", "tiny", vocab_size=97, hidden_dropout_prob=0.0,
-                                                attention_probs_dropout_prob=0.0, sparse_prediction=True)).train()
+                                                attention_probs_dropout_prob=0.0, sparse_prediction=True,
+                                                fused_lm_loss=fused_lm_loss)).train()
     sparse.load_state_dict(dense.state_dict())
     ids = torch.randint(5, 97, (3, 16), generator=torch.Generator().manual_seed(1))
     labels = torch.full_like(ids, -100)
@@ -277,7 +280,10 @@ def test_sparse_prediction_gives_the_dense_loss_and_gradients(head):
         out.loss.backward()
     torch.testing.assert_close(outs[1].loss, outs[0].loss, atol=1e-6, rtol=1e-6)
     logits = outs[1].prediction_logits if head == "pretraining" else outs[1].logits
-    assert logits.shape == (int((labels != -100).sum()), 97)
+    if fused_lm_loss:
+        assert logits is None
+    else:
+        assert logits.shape == (int((labels != -100).sum()), 97)
     for (name, a), b in zip(dense.named_parameters(), sparse.parameters()):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-5, msg=name)
     sparse.eval()
