@@ -59,6 +59,15 @@ def _input_ids(examples: Sequence[Mapping[str, Any] | Sequence[int]], collator: 
     return rows
 
 
+def without_full_attention_mask(batch: dict) -> dict:
+    """Drop ``attention_mask`` when no row is padded (packed causal-LM blocks): the model then takes the
+    unmasked (flash) attention kernel, and the check costs nothing here, on the CPU, while in the
+    model it would be a host sync every step."""
+    if "attention_mask" in batch and bool(batch["attention_mask"].all()):
+        del batch["attention_mask"]
+    return batch
+
+
 def word_continuation_table(tokenizer: Any) -> torch.Tensor:
     """bool (len(tokenizer),): True where a vocabulary token continues the previous token's word.
 
@@ -192,7 +201,7 @@ class DataCollatorForCausalLM(DataCollatorForLanguageModeling):
             )
         )
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        return batch
+        return without_full_attention_mask(batch)
 
 
 @dataclasses.dataclass

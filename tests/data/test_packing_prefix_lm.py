@@ -113,3 +113,15 @@ def test_causal_lm_keeps_eos_labels_when_pad_is_eos(t5_tokenizer):
     # transformers' own collator loses every EOS label with this tokenizer: the reason for the wrapper.
     theirs = DataCollatorForLanguageModeling(gpt_style, mlm=False)(examples)
     assert theirs["labels"].tolist() == [[5, 6, -100, 7], [8, -100, -100, -100]]
+
+
+def test_causal_lm_drops_the_attention_mask_of_unpadded_blocks(t5_tokenizer):
+    """Packed blocks need no mask: without one the model takes the unmasked (flash) kernel, and the
+    all-ones check happens here on the CPU rather than as a host sync in the model."""
+    gpt_style = PreTrainedTokenizerFast(
+        tokenizer_object=t5_tokenizer.backend_tokenizer, eos_token="</s>", pad_token="</s>"
+    )
+    packed = DataCollatorForCausalLM(gpt_style)([{"input_ids": [5, 6, EOS, 7]}, {"input_ids": [8, EOS, 9, 10]}])
+    padded = DataCollatorForCausalLM(gpt_style)([{"input_ids": [5, 6, EOS, 7]}, {"input_ids": [8, EOS]}])
+    assert "attention_mask" not in packed and packed["labels"].tolist() == [[5, 6, EOS, 7], [8, EOS, 9, 10]]
+    assert padded["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
