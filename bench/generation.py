@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import statistics
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import SIZES, reference  # noqa: E402  (also puts the repository on sys.path)
 
 from hfpipe.models.convert import convert_model  # noqa: E402
+from results import write_results  # noqa: E402  (bench/results.py; the script's folder is on sys.path)
 
 
 def synchronize(device: torch.device) -> None:
@@ -130,11 +130,7 @@ def main() -> None:
     text = table(meta, rows)
     print("\n" + text + "\n")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = f"generation-{meta['device_type']}-{meta['date'][:10]}"
-        (args.out / f"{stem}.md").write_text(text + "\n")
-        (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {args.out / stem}.{{md,json}}")
+        write_results(args.out, f"generation-{meta['device_type']}-{meta['date'][:10]}", text, {**meta, "rows": rows})
 
 
 if __name__ == "__main__":

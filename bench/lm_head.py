@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from results import write_results  # bench/results.py (the script's folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -177,11 +178,7 @@ def main() -> None:
         date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         meta = {"date": date, "device": args.device, "dtype": args.dtype, "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine()}
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = f"lm-head-{args.device.split(':')[0]}-{date[:10]}"
-        (args.out / f"{stem}.md").write_text(text + "\n")
-        (args.out / f"{stem}.json").write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-        print(f"wrote {args.out / stem}.{{md,json}}")
+        write_results(args.out, f"lm-head-{args.device.split(':')[0]}-{date[:10]}", text, {**meta, "results": results})
 
 
 if __name__ == "__main__":

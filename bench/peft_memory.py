@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from results import write_results  # bench/results.py (the script's folder is on sys.path)
 
 
 def default_model() -> str:
@@ -141,11 +142,8 @@ def main() -> None:
                 "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
                 "batch": args.batch, "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
                 "versions": versions()}
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = f"peft-memory-{args.device.split(':')[0]}-{meta['date'][:10]}"
-        (args.out / f"{stem}.md").write_text(f"{meta['device']}, {meta['date']}\n\n{text}\n")
-        (args.out / f"{stem}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {args.out / stem}.{{md,json}}")
+        write_results(args.out, f"peft-memory-{args.device.split(':')[0]}-{meta['date'][:10]}",
+                      f"{meta['device']}, {meta['date']}\n\n{text}", {**meta, "rows": rows})
 
 
 def versions() -> dict:
