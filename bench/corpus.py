@@ -32,7 +32,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import datasets  # noqa: E402
 
-from hfpipe.data.corpus import load_text_dataset, sentences_dataset, tokenize_dataset  # noqa: E402
+from hfpipe.data.corpus import load_text_dataset  # noqa: E402
+from hfpipe.data.tokenized import sentences_dataset, tokenize_dataset  # noqa: E402
 from hfpipe.tokenization import train_tokenizer  # noqa: E402
 
 # The bench folder's shared timer (best wall and CPU seconds over repeats); bench/ is on sys.path

@@ -36,7 +36,7 @@ def _env() -> dict:
 
 
 def make_shards(folder: Path, size_mb: int) -> list[Path]:
-    from hfpipe.data.corpus import write_c4_like_shards
+    from hfpipe.data.embedded_corpus import write_c4_like_shards
 
     folder = folder / f"c4-{size_mb}mb"
     done = folder / "done"
@@ -73,7 +73,8 @@ def throughput(shards: list[Path], tokenizer_dir: Path, block: int = 568) -> dic
     """MB/s of tokenization + packing over `shards`, streamed and map-style."""
     from transformers import AutoTokenizer
 
-    from hfpipe.data.corpus import load_text_dataset, tokenize_dataset
+    from hfpipe.data.corpus import load_text_dataset
+    from hfpipe.data.tokenized import tokenize_dataset
     from hfpipe.data.packing import pack_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -102,7 +103,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hfpipe-bench-streaming")
     args = parser.parse_args()
     os.environ.update(_env())
-    from hfpipe.data.corpus import load_text_dataset, sample_texts
+    from hfpipe.data.corpus import load_text_dataset
+    from hfpipe.data.sampling import sample_texts
     from hfpipe.tokenization import train_tokenizer
 
     args.work.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def run_perplexity(recipe, stride: int | None = None, device: str = "auto", dtyp
     documents separated by EOS, as the causal LM was trained), computed on ``device``."""
     from pathlib import Path
 
-    from .data.corpus import tokenize_dataset
+    from .data.tokenized import tokenize_dataset
     from .hub import parse_model_reference
     from .build import load_tokenizer
     from .data.sources import load_corpus

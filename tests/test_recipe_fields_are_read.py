@@ -10,7 +10,8 @@ from pathlib import Path
 
 import hfpipe.recipes as recipes
 
-PACKAGE = Path(recipes.__file__).parent
+SCHEMA = Path(recipes.__file__).parent  # the hfpipe.recipes package
+PACKAGE = SCHEMA.parent
 # The loader applies the smoke overrides itself.
 READ_BY_THE_SCHEMA = {"smoke"}
 
@@ -27,10 +28,10 @@ def _names_read(path: Path) -> set[str]:
 
 
 def _read_by_recipes_py() -> set[str]:
-    """Fields recipes.py itself acts on: those to_training_arguments_kwargs hands to transformers by
+    """Fields hfpipe.recipes itself acts on: those to_training_arguments_kwargs hands to transformers by
     name, and those check_machine reads (validation alone does not count as use)."""
-    tree = ast.parse((PACKAGE / "recipes.py").read_text(encoding="utf-8"))
-    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
+    trees = [ast.parse(p.read_text(encoding="utf-8")) for p in SCHEMA.rglob("*.py")]
+    functions = [n for tree in trees for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
                  and n.name in ("to_training_arguments_kwargs", "check_machine")]
     return {n.value for f in functions for n in ast.walk(f) if isinstance(n, ast.Constant) and isinstance(n.value, str)} | \
         {n.attr for f in functions for n in ast.walk(f) if isinstance(n, ast.Attribute)}
@@ -43,7 +44,7 @@ def _sections() -> list[type]:
 
 
 def test_every_recipe_field_is_read_outside_the_schema():
-    read = set().union(*(_names_read(p) for p in PACKAGE.rglob("*.py") if p.name != "recipes.py"))
+    read = set().union(*(_names_read(p) for p in PACKAGE.rglob("*.py") if SCHEMA not in p.parents))
     read |= _read_by_recipes_py() | READ_BY_THE_SCHEMA
     unread = [f"{cls.__name__}.{field.name}" for cls in _sections() for field in dataclasses.fields(cls)
               if field.name not in read]

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
-from hfpipe.data.corpus import embedded_corpus
+from hfpipe.data.embedded_corpus import embedded_corpus
 from hfpipe.errors import InputError
 from hfpipe.tokenization import (
     T5_NUM_SENTINELS,

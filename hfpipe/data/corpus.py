@@ -1,9 +1,11 @@
-"""Text corpora for pretraining: load and validate, split into sentences, tokenize (cached).
+"""Text corpora for pretraining: load and validate.
 
-    from hfpipe.data.corpus import load_text_dataset, tokenize_dataset, sentences_dataset
+    from hfpipe.data.corpus import load_text_dataset
     corpus = load_text_dataset(files=["book.txt"])          # DatasetDict: train / validation ("text")
-    ids = tokenize_dataset(corpus, tokenizer)               # "input_ids": list[int] per document
-    docs = sentences_dataset(corpus["train"], tokenizer)    # "sentences": list[list[int]] per document
+
+Next steps live beside it: tokenizing (cached) in `hfpipe.data.tokenized`, sentence splitting in
+`hfpipe.data.sentences`, bounded samples and weighted mixtures in `hfpipe.data.sampling`, the
+embedded corpus in `hfpipe.data.embedded_corpus`.
 
 Where text comes from: a Hub dataset (``source``), local files (``files``: .txt, .jsonl/.json, .csv,
 .parquet, one kind per call), or, when neither is given, the embedded corpus (the docstrings of the
@@ -25,104 +27,27 @@ and counted as the stream is read (UTF-8 is still checked up front).
 
 from __future__ import annotations
 
-import ast
 import codecs
 import functools
-import inspect
 import logging
 import math
 import os
-import re
-import sysconfig
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import datasets
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
-from datasets.fingerprint import Hasher
 
+from hfpipe.data.embedded_corpus import embedded_corpus
 from hfpipe.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 MAX_DOCUMENT_BYTES = 10_000_000  # one document (line, paragraph or row) of UTF-8 text
 BUILDER_OF_EXTENSION = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-# Bump when the output of tokenize_dataset / sentences_dataset changes for the same inputs.
-_CACHE_VERSION = "1"
-
-# --------------------------------------------------------------------------------------------
-# The embedded corpus
-# --------------------------------------------------------------------------------------------
-
-# Tests, GUI demos, vendored and generated code: little prose, or prose that is not English.
-_STDLIB_SKIP_DIRS = frozenset(
-    {"test", "tests", "idle_test", "idlelib", "turtledemo", "lib2to3", "site-packages", "dist-packages",
-     "pydoc_data", "encodings", "ensurepip", "lib-dynload", "__pycache__"}
-)
-
-
-_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-_STATEMENT_LISTS = ("body", "orelse", "finalbody", "handlers", "cases")  # where a def or class can sit
-
-
-def _docstrings_in_source_order(node: ast.AST) -> Iterator[str]:
-    """Docstrings of a module, its classes and functions, depth first in source order."""
-    if isinstance(node, _DOCUMENTED):
-        docstring = ast.get_docstring(node, clean=False)
-        if docstring and not docstring.isspace():
-            yield inspect.cleandoc(docstring).strip()  # cleandoc keeps a whitespace-only last line
-    # Statements only: expressions hold no docstrings, and skipping them halves the time.
-    for field in _STATEMENT_LISTS:
-        children = getattr(node, field, None)
-        if isinstance(children, list):
-            for child in children:
-                yield from _docstrings_in_source_order(child)
-
-
-@functools.lru_cache(maxsize=1)
-def _stdlib_docstrings() -> tuple[str, ...]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    started = time.perf_counter()
-    documents: list[str] = []
-    for directory, subdirectories, filenames in os.walk(root):
-        # Sorted walk: the corpus is the same list on every run of the same Python.
-        subdirectories[:] = sorted(
-            d for d in subdirectories if d not in _STDLIB_SKIP_DIRS and not d.startswith("config-")
-        )
-        for filename in sorted(filenames):
-            if not filename.endswith(".py"):
-                continue
-            try:
-                tree = ast.parse(Path(directory, filename).read_bytes())
-            except (SyntaxError, ValueError, OSError):  # deliberately broken or unreadable sources
-                continue
-            documents.extend(_docstrings_in_source_order(tree))
-    logger.debug("embedded corpus: %d docstrings from %s in %.1f s",
-                 len(documents), root, time.perf_counter() - started)
-    return tuple(documents)
-
-
-def embedded_corpus(max_chars: int | None = None) -> list[str]:
-    """Docstrings of the running Python's standard library, one document each (~7,200 docs, ~1.5 MB).
-
-    The first call parses the sources with `ast` (about 3 s on one core); the result is cached in
-    the process. ``max_chars`` keeps the leading whole documents whose lengths sum to at most it.
-    """
-    documents = _stdlib_docstrings()
-    if max_chars is None:
-        return list(documents)
-    kept, total = [], 0
-    for document in documents:
-        total += len(document)
-        if total > max_chars:
-            break
-        kept.append(document)
-    return kept
-
 
 # --------------------------------------------------------------------------------------------
 # File checks and .txt documents
@@ -437,300 +362,3 @@ def _hold_out(train: Dataset, percentage: float, seed: int) -> dict[str, Dataset
         )
     parts = train.train_test_split(test_size=num_validation, shuffle=True, seed=seed)
     return {"train": parts["train"], "validation": parts["test"]}
-
-
-# --------------------------------------------------------------------------------------------
-# Sentences
-# --------------------------------------------------------------------------------------------
-
-# Never end a sentence: titles and Latin abbreviations ("Mr. Smith", "e.g. the").
-_TITLE_ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof sr jr st mt messrs mme mlle gen col lt sgt capt cmdr adm gov sen rep rev hon pres "
-    "e.g i.e cf viz vs approx".split()
-)
-# End no sentence when a number follows ("No. 5", "Fig. 2", "Jan. 3").
-_NUMBER_ABBREVIATIONS = frozenset(
-    "no nos vol vols p pp fig figs ch sec eq art jan feb mar apr jun jul aug sep sept oct nov dec".split()
-)
-# Candidate boundary: terminal punctuation (plus closing quotes/brackets), white space, then what
-# can start a sentence (opening quotes/brackets, a capital or a digit). A blank line always ends one.
-_BOUNDARY = re.compile(
-    r"(?P<end>[.!?\u2026]+[\"'\u201d\u2019)\]]*)\s+(?=[\"'\u201c\u2018(\[]*(?P<next>[A-Z0-9]))|\n[ \t]*\n\s*"
-)
-_BLANK_LINE = re.compile(r"\n[ \t]*\n")
-_DOTTED_ABBREVIATION = re.compile(r"(?:[A-Za-z]{1,3}\.)+[A-Za-z]{1,3}")  # U.S, e.g, a.m, Ph.D
-
-
-def _ends_sentence(text: str, match: re.Match) -> bool:
-    end = match.group("end")
-    if end is None or _BLANK_LINE.search(match.group()):
-        return True
-    if end.rstrip("\"'\u201d\u2019)]") != ".":  # "?", "!", "..." end sentences
-        return True
-    words_before = text[: match.start()].split()
-    word = words_before[-1].lstrip("\"'\u201c\u2018([").lower() if words_before else ""
-    if word in _TITLE_ABBREVIATIONS or _DOTTED_ABBREVIATION.fullmatch(word):
-        return False
-    if word in _NUMBER_ABBREVIATIONS and match.group("next").isdigit():
-        return False
-    return not (len(word) == 1 and word.isalpha())  # an initial: "J. R. R. Tolkien"
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of `text`, each stripped of surrounding white space (inner white space kept).
-
-    A rule-based splitter, good enough for BERT's next-sentence pairs: a sentence ends at . ! ? or
-    ... followed by white space and a capital letter or digit, except after titles ("Mr.", "Dr."),
-    Latin abbreviations ("e.g.", "i.e."), dotted abbreviations ("U.S."), initials ("J. Smith") and
-    reference abbreviations before a number ("No. 5", "Fig. 2"); decimals ("3.14") have no space
-    after the point. A blank line always ends a sentence. No characters other than white space
-    between sentences are lost.
-    """
-    sentences, start = [], 0
-    for match in _BOUNDARY.finditer(text):
-        if _ends_sentence(text, match):
-            stop = match.end("end") if match.group("end") is not None else match.start()
-            if sentence := text[start:stop].strip():
-                sentences.append(sentence)
-            start = match.end()
-    if rest := text[start:].strip():
-        sentences.append(rest)
-    return sentences
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenization (datasets.map, cached)
-# --------------------------------------------------------------------------------------------
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A hash of everything that decides a fast tokenizer's output (its tokenizer.json)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else tokenizer  # slow tokenizers: datasets' pickling hash
-    return Hasher.hash([type(tokenizer).__name__, state])
-
-
-def _tokenize_batch(batch: dict, tokenizer: Any, text_column: str, add_special_tokens: bool) -> dict:
-    encoded = tokenizer(batch[text_column], add_special_tokens=add_special_tokens, return_attention_mask=False,
-                        return_token_type_ids=False, verbose=False)  # verbose: documents exceed model_max_length
-    return {"input_ids": encoded["input_ids"]}
-
-
-def _sentences_batch(batch: dict, tokenizer: Any, text_column: str) -> dict:
-    documents = [split_sentences(text) for text in batch[text_column]]
-    flat = [sentence for document in documents for sentence in document]
-    ids = tokenizer(flat, add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False,
-                    verbose=False)["input_ids"] if flat else []
-    out, start = [], 0
-    for document in documents:
-        out.append([sentence for sentence in ids[start : start + len(document)] if sentence])
-        start += len(document)
-    return {"sentences": out}
-
-
-_INPUT_IDS = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-_SENTENCES = datasets.Features({"sentences": datasets.List(datasets.List(datasets.Value("int32")))})
-
-
-def _cached_map(dataset, function, features, tokenizer, text_column: str, num_proc: int | None,
-                cache_dir: str | None, step: str, **fn_kwargs):
-    """`dataset.map(function, batched=True)` over every split, cached by (dataset, step, tokenizer, arguments).
-
-    datasets names a map's cache file after a fingerprint hashed from the function and its arguments;
-    hashing a tokenizer object is not reliably stable, so the fingerprint is computed here from the
-    tokenizer.json instead. In-memory datasets get no cache from datasets at all: they get a
-    cache_file_name under `cache_dir` (default: datasets' cache) keyed by the same fingerprint.
-    """
-    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
-        return type(dataset)({
-            name: _cached_map(part, function, features, tokenizer, text_column, num_proc, cache_dir, step, **fn_kwargs)
-            for name, part in dataset.items()
-        })
-    fn_kwargs = {"tokenizer": tokenizer, "text_column": text_column, **fn_kwargs}
-    columns = dataset.column_names
-    if columns is not None and text_column not in columns:
-        raise InputError(f"{step}: the dataset has no column {text_column!r} (columns: {columns})")
-    if isinstance(dataset, IterableDataset):  # streamed: tokenized lazily, nothing to cache
-        return dataset.map(function, batched=True, fn_kwargs=fn_kwargs, remove_columns=columns or [text_column],
-                           features=features)
-    arguments = {k: v for k, v in fn_kwargs.items() if k != "tokenizer"}
-    # Dataset._fingerprint: datasets' own content/history hash of the dataset (no public accessor).
-    fingerprint = Hasher.hash([_CACHE_VERSION, step, dataset._fingerprint, tokenizer_fingerprint(tokenizer), arguments])
-    cache_file_name = None
-    if not dataset.cache_files:
-        directory = Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "hfpipe"
-        directory.mkdir(parents=True, exist_ok=True)
-        cache_file_name = str(directory / f"{step}-{fingerprint}.arrow")
-    return dataset.map(function, batched=True, fn_kwargs=fn_kwargs, remove_columns=columns, features=features,
-                       num_proc=num_proc, new_fingerprint=fingerprint, cache_file_name=cache_file_name, desc=step)
-
-
-def tokenize_dataset(
-    dataset: Dataset | DatasetDict | IterableDataset | IterableDatasetDict,
-    tokenizer: Any,
-    text_column: str = "text",
-    num_proc: int | None = None,
-    add_special_tokens: bool = False,
-    cache_dir: str | None = None,
-):
-    """Each document -> ``input_ids`` (list[int], int32; no special tokens unless asked), nothing else.
-
-    Batched `datasets.map`, cached: a second call with the same data and tokenizer loads the cached
-    result instead of tokenizing again (see `_cached_map`). Streaming datasets are tokenized lazily.
-    """
-    return _cached_map(dataset, _tokenize_batch, _INPUT_IDS, tokenizer, text_column, num_proc, cache_dir,
-                       "tokenize", add_special_tokens=add_special_tokens)
-
-
-def sentences_dataset(
-    dataset: Dataset | DatasetDict | IterableDataset | IterableDatasetDict,
-    tokenizer: Any,
-    text_column: str = "text",
-    num_proc: int | None = None,
-    cache_dir: str | None = None,
-):
-    """Each document -> ``sentences``: its sentences (`split_sentences`) tokenized without special
-    tokens, list[list[int]] (empty sentences dropped), what BERT's NSP pair builder consumes. Cached as
-    `tokenize_dataset`."""
-    return _cached_map(dataset, _sentences_batch, _SENTENCES, tokenizer, text_column, num_proc, cache_dir,
-                       "sentences")
-
-
-# --------------------------------------------------------------------------------------------
-# Bounded samples and mixtures (what a 300 GB stream needs)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TextSample:
-    """What `sample_texts` read: filled in as the texts are consumed."""
-
-    texts: int = 0
-    bytes: int = 0
-
-
-def sample_texts(
-    dataset: Dataset | IterableDataset, text_column: str = "text", max_texts: int = 1_000_000,
-    batch_size: int = 1000, sample: TextSample | None = None,
-) -> Iterator[str]:
-    """The first `max_texts` texts of `dataset`, pulled `batch_size` rows at a time.
-
-    Never more than one batch is in memory and never more than `max_texts` rows are read, so a
-    stream of any size (or a map-style corpus larger than memory) gives a bounded tokenizer
-    sample. `sample` counts texts and UTF-8 bytes as they are yielded.
-    """
-    if max_texts < 1:
-        raise InputError(f"tokenizer.train_samples: expected a positive number of texts, got {max_texts}")
-    sample = sample if sample is not None else TextSample()
-    bounded = dataset.take(max_texts) if isinstance(dataset, IterableDataset) else dataset.select(
-        range(min(max_texts, len(dataset))))
-    for batch in bounded.select_columns([text_column]).iter(batch_size=batch_size):
-        for text in batch[text_column]:
-            sample.texts += 1
-            sample.bytes += len(text.encode("utf-8"))
-            yield text
-
-
-class SourceCounter:
-    """`IterableDataset.map` function that counts the documents one source contributes as the
-    mixed stream is read (interleave_datasets keeps no record of where a row came from)."""
-
-    def __init__(self, counts: list[int], index: int) -> None:
-        self.counts, self.index = counts, index
-
-    def __deepcopy__(self, memo: dict) -> SourceCounter:
-        return self  # datasets copies map functions when it iterates; the counts must stay shared
-
-    def __call__(self, example: dict) -> dict:
-        # Per example, not batched: a batched map would read (and count) up to 1000 rows ahead.
-        self.counts[self.index] += 1
-        return example
-
-
-@dataclass
-class Mixture:
-    """Sources interleaved with `weights`; `counts[i]` documents of source i read so far."""
-
-    names: list[str]
-    weights: list[float]
-    counts: list[int]
-
-    def realised(self) -> dict[str, float]:
-        """Fraction of the documents read so far that came from each source (name -> fraction)."""
-        total = sum(self.counts)
-        return {name: (count / total if total else 0.0) for name, count in zip(self.names, self.counts)}
-
-    def state(self) -> dict[str, list[int]]:
-        return {"counts": list(self.counts)}
-
-    def load_state(self, state: dict) -> None:
-        self.counts[:] = [int(c) for c in state["counts"]]  # in place: the SourceCounters hold this list
-
-    def report(self) -> str:
-        parts = [f"{name}: {count} documents ({100 * fraction:.1f}%, weight {100 * weight:.1f}%)"
-                 for (name, fraction), count, weight in zip(self.realised().items(), self.counts, self.weights)]
-        return "data mixture as read: " + "; ".join(parts)
-
-
-def interleave_sources(
-    sources: Sequence[Dataset | IterableDataset], weights: Sequence[float], names: Sequence[str], seed: int,
-) -> tuple[Dataset | IterableDataset, Mixture]:
-    """One corpus drawing each document from source i with probability weights[i] / sum(weights).
-
-    `datasets.interleave_datasets(probabilities=..., seed=..., stopping_strategy="first_exhausted")`:
-    the mixture ends when its first source runs out, so no source is repeated within a pass.
-    For streams the per-source document counts are kept as the stream is read (`Mixture`).
-    """
-    if len(sources) != len(weights) or not sources:
-        raise InputError(f"data.sources: expected one weight per source, got {len(sources)} sources, {len(weights)} weights")
-    total = float(sum(weights))
-    probabilities = [w / total for w in weights]
-    mixture = Mixture(list(names), probabilities, [0] * len(sources))
-    streamed = [isinstance(s, IterableDataset) for s in sources]
-    if any(streamed) and not all(streamed):
-        raise InputError("data.sources: all sources must be streamed or none (data.streaming applies to every source)")
-    if all(streamed):
-        sources = [s.map(SourceCounter(mixture.counts, i)) for i, s in enumerate(sources)]
-        mixed = datasets.interleave_datasets(list(sources), probabilities=probabilities, seed=seed,
-                                             stopping_strategy="first_exhausted")
-        return mixed, mixture
-    tagged = [s.add_column("source", [i] * len(s)) for i, s in enumerate(sources)]
-    mixed = datasets.interleave_datasets(tagged, probabilities=probabilities, seed=seed,
-                                         stopping_strategy="first_exhausted")
-    counts = pc.value_counts(mixed.with_format("arrow")["source"]).to_pylist()
-    for entry in counts:
-        mixture.counts[entry["values"]] = entry["counts"]
-    return mixed.remove_columns("source"), mixture
-
-
-def write_c4_like_shards(folder: str | Path, num_shards: int, total_bytes: int, seed: int = 0) -> list[Path]:
-    """JSONL shards shaped like C4 (``text``, ``timestamp``, ``url`` per line) of about `total_bytes`
-    in all, cut from the embedded corpus (documents repeat once it is used up). For tests and bench/.
-
-    Returns the shard paths (``c4-train.0000i-of-0000n.json``... as .jsonl), written in turn.
-    """
-    import json
-    import random
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    documents = [d for d in embedded_corpus() if len(d) > 40]
-    rng = random.Random(seed)
-    paths, written, index = [], 0, 0
-    per_shard = max(total_bytes // num_shards, 1)
-    for shard in range(num_shards):
-        path = folder / f"c4-train.{shard:05d}-of-{num_shards:05d}.jsonl"
-        size = 0
-        with open(path, "w", encoding="utf-8") as file:
-            while size < per_shard:
-                text = documents[index % len(documents)]
-                index += 1
-                record = {"text": text, "timestamp": f"2019-04-{rng.randint(10, 28)}T{rng.randint(0, 23):02d}:"
-                          f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z",
-                          "url": f"https://example.org/{shard}/{index}"}
-                line = json.dumps(record) + "\n"
-                file.write(line)
-                size += len(line.encode("utf-8"))
-        written += size
-        paths.append(path)
-    return paths

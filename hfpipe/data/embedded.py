@@ -7,7 +7,7 @@
 
 GLUE and SQuAD cannot ship in the repository and the Hub may be unreachable, so these tasks are
 SYNTHETIC: their texts are real sentences (Python standard-library docstrings, from
-``hfpipe.data.corpus.embedded_corpus``), but their labels come from how the sentences were put
+``hfpipe.data.embedded_corpus.embedded_corpus``), but their labels come from how the sentences were put
 together, not from human annotation. Each task keeps the exact columns, dtypes, label order and
 split names of ``load_glue`` / ``load_squad``, so any recipe runs on them unchanged. The label of
 every example follows from one "relation" between its texts:
@@ -46,7 +46,8 @@ from dataclasses import dataclass
 
 import datasets
 
-from hfpipe.data.corpus import embedded_corpus, split_sentences
+from hfpipe.data.embedded_corpus import embedded_corpus
+from hfpipe.data.sentences import split_sentences
 from hfpipe.errors import InputError
 from hfpipe.tasks.glue import get_glue_task, glue_features
 from hfpipe.tasks.squad import SQUAD_FEATURES, squad_version

@@ -12,17 +12,10 @@ import pytest
 from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 
 from hfpipe.data import corpus as corpus_module
-from hfpipe.data.corpus import (
-    TxtStats,
-    check_utf8,
-    embedded_corpus,
-    iter_txt_documents,
-    load_text_dataset,
-    sentences_dataset,
-    split_sentences,
-    tokenize_dataset,
-    tokenizer_fingerprint,
-)
+from hfpipe.data.corpus import TxtStats, check_utf8, iter_txt_documents, load_text_dataset
+from hfpipe.data.embedded_corpus import embedded_corpus
+from hfpipe.data.sentences import split_sentences
+from hfpipe.data.tokenized import sentences_dataset, tokenize_dataset, tokenizer_fingerprint
 from hfpipe.errors import InputError
 from hfpipe.tokenization import train_tokenizer
 
