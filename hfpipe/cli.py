@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 from .errors import InputError
 
@@ -108,10 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also push checkpoint-N/ with their training state, for train.resume: REPO_ID")
 
     plan = verbs.add_parser("plan", help="Chinchilla compute-optimal model and data size")
-    group = plan.add_mutually_exclusive_group(required=True)
+    group = plan.add_mutually_exclusive_group()
     group.add_argument("--compute", type=float, metavar="FLOPS")
     group.add_argument("--gpu-hours", type=float)
     group.add_argument("--params", type=float)
+    plan.add_argument("--recipe", type=Path, metavar="RECIPE",
+                      help="a pretraining recipe: its length and attention pattern add attention's FLOPs; "
+                           "without a budget, its model's size is the budget")
     plan.add_argument("--gpu", default="h100")
     plan.add_argument("--mfu", type=float, default=0.4)
 
@@ -198,9 +202,15 @@ def dispatch(args) -> int:
                    commit_message=args.commit_message, include_checkpoints=args.include_checkpoints)
         print(f"pushed {args.dir} to {url}")
     elif verb == "plan":
+        params, attention = args.params, 0.0
+        if args.recipe is not None:
+            recipe = _run("recipes", "load_recipe", args.recipe)
+            attention = _run("plan", "recipe_attention_flops_per_token", recipe)
+            if args.compute is None and args.gpu_hours is None and params is None:
+                params = _run("plan", "recipe_parameter_count", recipe)
         result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,
-                      gpu=args.gpu if args.gpu_hours is not None else None, params=args.params, mfu=args.mfu,
-                      presets=preset_parameter_counts())
+                      gpu=args.gpu if args.gpu_hours is not None or args.recipe is not None else None,
+                      params=params, mfu=args.mfu, presets=preset_parameter_counts(), attention_flops=attention)
         print(_run("plan", "format_plan", result))
     elif verb == "demo":
         _run("demo", "run_demo", args.output_dir)

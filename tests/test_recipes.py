@@ -67,6 +67,7 @@ def test_every_interface_recipe_exists():
     expected |= {"peft/squad-v1-lora.yaml", "icl/glue-sst2.yaml"}
     expected |= {"finetune/sft.yaml", "peft/sft-lora.yaml"}  # instruction tuning, beyond interface.md's list
     expected |= {"finetune/squad-v1-t5.yaml", "finetune/conll2003-ner.yaml", "finetune/conll2003-pos.yaml"}
+    expected |= {"pretrain/long-encoder.yaml"}  # 4096 tokens, sliding window + global [CLS]
     assert expected == names
 
 
@@ -108,7 +109,7 @@ def test_recipe_facts():
     assert (t5.objective.max_seq_length, t5.objective.noise_density, t5.objective.mean_noise_span_length) == (
         512, 0.15, 3.0)
     gpt = load_recipe(RECIPES / "pretrain/gpt-clm.yaml")
-    assert (gpt.model.size, gpt.objective.max_seq_length, gpt.tokenizer.vocab_size) == ("small", 1024, 50257)
+    assert (gpt.model.size, gpt.objective.max_seq_length, gpt.tokenizer.vocab_size) == ("base", 1024, 50257)
     for task in GLUE:
         r = load_recipe(RECIPES / f"finetune/glue-{task}.yaml")
         t = r.train

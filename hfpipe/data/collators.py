@@ -29,6 +29,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 
+from hfpipe.data.packing import document_position_ids
 from hfpipe.data.span_corruption import (
     DataCollatorForSpanCorruption,
     shift_right,
@@ -115,6 +116,10 @@ class DataCollatorForBertPretraining:
     ``mlm_probability`` of the maskable tokens are chosen, and the 80/10/10 is decided per word
     (transformers' whole-word masking would replace every chosen word by [MASK]).
     ``seed`` as transformers: a private generator, else torch's global RNG.
+
+    ``document_mask`` (packed blocks only, not NSP pairs): also return ``position_ids`` that
+    restart at 0 after each [SEP] (``document_separator_id``), so that the model keeps attention
+    and positions within each document of a block (see :func:`~hfpipe.data.packing.document_position_ids`).
     """
 
     tokenizer: Any
@@ -124,6 +129,8 @@ class DataCollatorForBertPretraining:
     whole_word_mask: bool = False
     pad_to_multiple_of: int | None = None
     seed: int | None = None
+    document_mask: bool = False
+    document_separator_id: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -140,6 +147,11 @@ class DataCollatorForBertPretraining:
             raise InputError(f"DataCollatorForBertPretraining: {error}") from None
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self._word_masker = self._make_word_masker() if self.whole_word_mask else None
+        if self.document_mask and self.document_separator_id is None:
+            self.document_separator_id = self.tokenizer.sep_token_id
+            if self.document_separator_id is None:
+                raise InputError(f"document_mask: {type(self.tokenizer).__name__} has no sep_token_id; "
+                                 "give document_separator_id")
 
     def _make_word_masker(self):
         # Imported here: span_masking builds its collator on this module.
@@ -163,6 +175,12 @@ class DataCollatorForBertPretraining:
         )
         input_ids = batch["input_ids"].long()
         batch.setdefault("token_type_ids", torch.zeros_like(input_ids))
+        if self.document_mask:
+            if "next_sentence_label" in batch:
+                # A and B of a pair must see each other: the sentence-pair task is about exactly that.
+                raise InputError("document_mask is for packed MLM blocks, not NSP/SOP sentence pairs")
+            # from the ids before masking: random replacement may write the separator's id elsewhere
+            batch["position_ids"] = document_position_ids(input_ids, self.document_separator_id)
         special_tokens_mask = torch.isin(input_ids, self._special_ids) | (batch["attention_mask"] == 0)
         if self._word_masker is not None:
             batch["input_ids"], batch["labels"] = self._word_masker(input_ids, special_tokens_mask)
@@ -186,11 +204,18 @@ class DataCollatorForCausalLM(DataCollatorForLanguageModeling):
     """
 
     mlm: bool = False
+    document_mask: bool = False
+    document_separator_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.mlm:
             raise InputError("DataCollatorForCausalLM is for causal LM; use DataCollatorForBertPretraining for MLM")
         super().__post_init__()
+        if self.document_mask and self.document_separator_id is None:
+            self.document_separator_id = self.tokenizer.eos_token_id
+            if self.document_separator_id is None:
+                raise InputError(f"document_mask: {type(self.tokenizer).__name__} has no eos_token_id; "
+                                 "give document_separator_id")
 
     def torch_call(self, examples: list[Any]) -> dict[str, Any]:
         rows = _input_ids(examples, "DataCollatorForCausalLM")
@@ -201,6 +226,14 @@ class DataCollatorForCausalLM(DataCollatorForLanguageModeling):
             )
         )
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        if self.document_mask:
+            # Positions restart after each EOS; the model keeps attention within each document.
+            # A document's first token is no longer predicted from the previous document's EOS
+            # (as transformers' DataCollatorWithFlattening), so the loss is that of the documents
+            # run one by one.
+            position_ids = document_position_ids(batch["input_ids"], self.document_separator_id)
+            batch["position_ids"] = position_ids
+            batch["labels"] = batch["labels"].masked_fill(position_ids == 0, -100)
         return without_full_attention_mask(batch)
 
 

@@ -17,6 +17,11 @@ full-sentence MLM/CLM packing need, but it never drops silently:
 
 The loss is at most ``block_size - 1`` tokens per map batch: with 1000 documents per batch
 and blocks of 512, well under 1% of a typical corpus.
+
+Documents stay apart in a block only by their separator (EOS for causal LM, [SEP] for MLM):
+:func:`document_position_ids` turns the separators into ``position_ids`` that restart at 0 at
+each document start, which the collators emit with ``document_mask=True`` and from which the
+models build a block-diagonal attention mask (as transformers' DataCollatorWithFlattening).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 
 from hfpipe.errors import InputError
 
-__all__ = ["PackingCounter", "PackingStats", "pack_dataset", "pack_sequences"]
+__all__ = ["PackingCounter", "PackingStats", "document_position_ids", "pack_dataset", "pack_sequences"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,26 @@ logger = logging.getLogger(__name__)
 def _check_block_size(block_size: int) -> None:
     if not isinstance(block_size, int) or block_size < 1:
         raise InputError(f"block_size: expected a positive integer, got {block_size!r}")
+
+
+def document_position_ids(input_ids, separator_id: int):
+    """input_ids (B, T) of packed blocks -> position_ids (B, T) restarting at 0 after each separator.
+
+    A separator ends its document (it belongs to the document before it), so the token after it
+    starts the next one at position 0; a block's first token is at 0 too, whatever document it
+    continues. The models read a restart as a document boundary (hfpipe.models.attention_patterns).
+    """
+    import torch
+
+    input_ids = torch.as_tensor(input_ids)
+    length = input_ids.shape[-1]
+    positions = torch.arange(length, device=input_ids.device).expand_as(input_ids)  # (B, T)
+    starts = torch.zeros_like(input_ids, dtype=torch.bool)
+    starts[..., 0] = True
+    starts[..., 1:] = input_ids[..., :-1] == separator_id
+    # position of the latest document start at or before each token
+    latest_start = torch.where(starts, positions, 0).cummax(dim=-1).values
+    return positions - latest_start
 
 
 def pack_sequences(

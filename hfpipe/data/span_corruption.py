@@ -18,6 +18,10 @@ Example (input_length=8, one noise span ``c d`` and one ``f``)::
     raw      a b c d e f
     inputs   a b <extra_id_0> e <extra_id_1> </s>
     labels   <extra_id_0> c d <extra_id_1> f </s>
+
+With ``document_mask=True`` the raw blocks hold documents separated by EOS (hfpipe.pretrain
+packs them so), and each document is corrupted on its own, as if it were a block of its own:
+see :class:`DataCollatorForSpanCorruption`.
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ import torch
 
 from hfpipe.errors import InputError
 
+# The one shift_right (models and collators alike): it lives with the model files, which travel
+# with checkpoints and import nothing from hfpipe; re-exported here for the collators.
+from hfpipe.models.attention_patterns import shift_right
+
 __all__ = [
     "DataCollatorForSpanCorruption",
     "noise_span_counts",
     "random_spans_noise_mask",
+    "shift_right",
     "span_corruption_lengths",
 ]
 
@@ -192,6 +201,30 @@ class DataCollatorForSpanCorruption:
     worker id); without it, every batch seeds a fresh Generator from torch's global RNG, so
     ``transformers.set_seed`` / Trainer's seed make runs reproducible, and a resumed run
     (Trainer restores torch's RNG state) draws the same masks as an uninterrupted one.
+
+    ``document_mask=True``: packed documents stay apart, so that a block computes exactly what
+    its documents compute one by one. The raw block (still ``raw_tokens_length`` ids) holds
+    documents separated by ``document_separator_id`` (default EOS; pack with EOS between
+    documents). The block is split at the separators (which are dropped; empty documents are
+    skipped; the block's first and last pieces may be parts of documents cut by the packing) and
+    each document is corrupted on its own: T5's mask at the document's own length, noise density
+    and mean span length, sentinels restarting at ``<extra_id_0>`` per document, EOS ending its
+    inputs and its targets (so every document has at least one target; a one-token document gets
+    no noise: inputs ``t </s>``, targets ``</s>``). The documents' inputs are concatenated on the
+    encoder side and their targets on the decoder side, each document's decoder inputs starting
+    with ``decoder_start_token_id`` (never the previous document's last label). Besides the keys
+    above the batch then holds
+
+    - ``position_ids`` (B, S) and ``decoder_position_ids`` (B, T): 0, 1, ... restarting at each
+      document's first input / target token (padding continues the last document). Document k
+      of the encoder side is document k of the decoder side, which is all the model needs for
+      the cross-attention mask (hfpipe.models.seq2seq).
+
+    T5's exact lengths (e.g. 568 raw -> 512 inputs / 114 targets) hold only without
+    ``document_mask``: per-document rounding of the noise counts and the EOS per document make
+    the lengths vary from block to block, so S and T are the batch's longest (rounded up to
+    ``pad_to_multiple_of``), padded with pad / attention_mask 0 and labels -100; they may
+    exceed ``input_length`` / ``targets_length`` by a few tokens.
     """
 
     tokenizer: Any
@@ -200,6 +233,9 @@ class DataCollatorForSpanCorruption:
     input_length: int = 512
     decoder_start_token_id: int | None = None
     seed: int | None = None
+    document_mask: bool = False
+    document_separator_id: int | None = None
+    pad_to_multiple_of: int | None = None  # document_mask only: the fixed T5 lengths need none
     # Derived in __post_init__: T5's lengths and the id of <extra_id_0>.
     raw_tokens_length: int = dataclasses.field(init=False)
     targets_length: int = dataclasses.field(init=False)
@@ -225,6 +261,8 @@ class DataCollatorForSpanCorruption:
         self.sentinel_id = _sentinel_ids(self.tokenizer, self._num_noise_spans)
         if self.decoder_start_token_id is None:
             self.decoder_start_token_id = self.tokenizer.pad_token_id
+        if self.document_mask and self.document_separator_id is None:
+            self.document_separator_id = self.tokenizer.eos_token_id
         self._rng: np.random.Generator | None = None
 
     def _generator(self) -> np.random.Generator:
@@ -246,8 +284,63 @@ class DataCollatorForSpanCorruption:
                 )
         return np.asarray([np.asarray(row, dtype=np.int64) for row in rows], dtype=np.int64)
 
+    def _corrupt_document(self, document: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One document (n,) -> (inputs, targets), EOS-terminated, as a block of n tokens alone."""
+        eos = np.asarray([self.tokenizer.eos_token_id], dtype=np.int64)
+        if len(document) < 2:  # T5's mask needs a noise and a non-noise token
+            return np.concatenate([document, eos]), eos
+        mask = random_spans_noise_mask(len(document), self.noise_density, self.mean_noise_span_length, rng, 1)
+        inputs = _spans_to_sentinels(document[None], mask, self.sentinel_id)[0]
+        targets = _spans_to_sentinels(document[None], ~mask, self.sentinel_id)[0]
+        return np.concatenate([inputs, eos]), np.concatenate([targets, eos])
+
+    def _round_up(self, width: int) -> int:
+        multiple = self.pad_to_multiple_of or 1
+        return -(-width // multiple) * multiple
+
+    def _documents_call(self, tokens: np.ndarray) -> dict[str, torch.Tensor]:
+        """document_mask: each document of each block corrupted on its own (see the class docstring)."""
+        rng = self._generator()
+        rows = []  # per block: [(inputs, targets) per document]
+        for block in tokens:
+            pieces = np.split(block, np.flatnonzero(block == self.document_separator_id) + 1)
+            documents = [p[:-1] if p[-1] == self.document_separator_id else p for p in pieces if len(p)]
+            rows.append([self._corrupt_document(d, rng) for d in documents if len(d)])
+        pad = self.tokenizer.pad_token_id
+
+        def side(index: int, fill: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """-> ids (B, W) padded with ``fill``, valid (B, W), positions (B, W) restarting per document."""
+            lengths = [sum(len(doc[index]) for doc in row) for row in rows]
+            width = self._round_up(max(lengths))
+            ids = torch.full((len(rows), width), fill, dtype=torch.long)
+            positions = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                if row:
+                    ids[i, : lengths[i]] = torch.from_numpy(np.concatenate([doc[index] for doc in row]))
+                    starts = np.concatenate([np.arange(len(doc[index])) for doc in row])
+                    # padding continues the last document: masked as keys, ignored as queries
+                    tail = starts[-1] + 1 + np.arange(width - len(starts))
+                    positions[i] = torch.from_numpy(np.concatenate([starts, tail]))
+                else:  # a block of separators only: all padding
+                    positions[i] = torch.arange(width)
+            valid = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+            return ids, valid, positions
+
+        input_ids, attention_mask, position_ids = side(0, pad)
+        labels, _, decoder_position_ids = side(1, -100)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask.long(),
+            "labels": labels,
+            "decoder_input_ids": shift_right(labels, self.decoder_start_token_id, pad, decoder_position_ids),
+            "position_ids": position_ids,
+            "decoder_position_ids": decoder_position_ids,
+        }
+
     def __call__(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> dict[str, torch.Tensor]:
         tokens = self._raw_tokens(examples)  # (B, raw_tokens_length)
+        if self.document_mask:
+            return self._documents_call(tokens)
         batch_size = tokens.shape[0]
         noise_mask = random_spans_noise_mask(
             self.raw_tokens_length, self.noise_density, self.mean_noise_span_length, self._generator(), batch_size
@@ -271,9 +364,3 @@ class DataCollatorForSpanCorruption:
             "decoder_input_ids": shift_right(labels, self.decoder_start_token_id, self.tokenizer.pad_token_id),
         }
 
-
-def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id: int) -> torch.Tensor:
-    """(B, T) labels -> (B, T) decoder inputs: start token, then labels[:, :-1], -100 -> pad (as T5's _shift_right)."""
-    shifted = labels.new_full(labels.shape, decoder_start_token_id)
-    shifted[:, 1:] = labels[:, :-1]
-    return shifted.masked_fill_(shifted == -100, pad_token_id)

@@ -28,6 +28,14 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
+from .attention_patterns import (
+    PatternContext,
+    blocked_attention,
+    cross_document_allowed,
+    document_ids,
+    global_positions,
+    is_local_layer,
+)
 from .configuration import HfpipeConfig
 from .lm_loss import linear_cross_entropy
 
@@ -58,11 +66,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
+        variance = hidden_states.to(torch.float32).pow(2).mean(-1, keepdim=True)  # (..., 1)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)  # (..., C)
         if self.weight.dtype in (torch.float16, torch.bfloat16):
             hidden_states = hidden_states.to(self.weight.dtype)
-        return self.weight * hidden_states
+        return self.weight * hidden_states  # (..., C)
 
 
 def make_norm(config: HfpipeConfig) -> nn.Module:
@@ -72,8 +80,9 @@ def make_norm(config: HfpipeConfig) -> nn.Module:
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    """(..., D) -> (..., D): the halves swapped, the second negated."""
+    x1, x2 = x.chunk(2, dim=-1)  # (..., D/2) each
+    return torch.cat((-x2, x1), dim=-1)  # (..., D)
 
 
 class RotaryEmbedding(nn.Module):
@@ -91,8 +100,8 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids (B, T) -> cos, sin (B, 1, T, D)."""
-        exponents = torch.arange(0, self.head_dim, 2, device=position_ids.device, dtype=torch.float32)
-        inv_freq = 1.0 / (self.theta ** (exponents / self.head_dim))
+        exponents = torch.arange(0, self.head_dim, 2, device=position_ids.device, dtype=torch.float32)  # (D/2,)
+        inv_freq = 1.0 / (self.theta ** (exponents / self.head_dim))  # (D/2,)
         freqs = position_ids[..., None].float() * inv_freq  # (B, T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, D)
         return emb.cos().to(dtype), emb.sin().to(dtype)
@@ -111,31 +120,36 @@ class RelativePositionBias(nn.Module):
         self.embedding = nn.Embedding(self.num_buckets, config.num_attention_heads)
 
     def bucket(self, relative_position: torch.Tensor) -> torch.Tensor:
+        """relative positions key - query (...) -> bucket ids (...)."""
         num_buckets = self.num_buckets
-        buckets = torch.zeros_like(relative_position)
+        buckets = torch.zeros_like(relative_position)  # (...)
         if self.bidirectional:
             num_buckets //= 2
             buckets += (relative_position > 0).long() * num_buckets
-            relative_position = relative_position.abs()
+            relative_position = relative_position.abs()  # (...)
         else:
-            relative_position = -torch.clamp(relative_position, max=0)
+            relative_position = -torch.clamp(relative_position, max=0)  # (...)
         max_exact = num_buckets // 2
-        is_small = relative_position < max_exact
-        if_large = max_exact + (
+        is_small = relative_position < max_exact  # (...)
+        if_large = max_exact + (  # (...)
             torch.log(relative_position.float() / max_exact)
             / math.log(self.max_distance / max_exact)
             * (num_buckets - max_exact)
         ).long()
-        if_large = torch.clamp(if_large, max=num_buckets - 1)
-        return buckets + torch.where(is_small, relative_position, if_large)
+        if_large = torch.clamp(if_large, max=num_buckets - 1)  # (...)
+        return buckets + torch.where(is_small, relative_position, if_large)  # (...)
+
+    def relative(self, relative_position: torch.Tensor) -> torch.Tensor:
+        """relative positions key - query (any shape ...) -> bias (..., H)."""
+        return self.embedding(self.bucket(relative_position))
 
     def forward(self, query_length: int, key_length: int, past_length: int = 0) -> torch.Tensor:
         """-> bias (1, H, T, S) for queries at positions past_length .. past_length+T-1."""
         device = self.embedding.weight.device
-        context = torch.arange(past_length, past_length + query_length, device=device)[:, None]
-        memory = torch.arange(key_length, device=device)[None, :]
-        values = self.embedding(self.bucket(memory - context))  # (T, S, H)
-        return values.permute(2, 0, 1).unsqueeze(0)
+        context = torch.arange(past_length, past_length + query_length, device=device)[:, None]  # (T, 1)
+        memory = torch.arange(key_length, device=device)[None, :]  # (1, S)
+        values = self.relative(memory - context)  # (T, S, H)
+        return values.permute(2, 0, 1).unsqueeze(0)  # (1, H, T, S)
 
 
 class Attention(nn.Module):
@@ -143,7 +157,9 @@ class Attention(nn.Module):
 
     ``attention_bias`` is additive, (B|1, H|1, T, S), already holding padding, causality and
     any position bias; None lets SDPA use its fastest kernel (with ``is_causal`` for causal
-    self-attention without cache or padding).
+    self-attention without cache or padding). ``pattern``, instead of a bias, asks for the
+    windowed path that never makes the (T, S) matrix (attention_patterns.blocked_attention);
+    ``position_bias`` then gives T5's bias for any relative positions.
     """
 
     def __init__(self, config: HfpipeConfig, layer_idx: int, is_cross_attention: bool = False):
@@ -173,20 +189,28 @@ class Attention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: Cache | None = None,
         is_causal: bool = False,
+        pattern: PatternContext | None = None,
+        position_bias=None,
     ) -> torch.Tensor:
-        query = self._heads(self.q_proj(hidden_states))
+        query = self._heads(self.q_proj(hidden_states))  # (B, H, T, D)
         if self.is_cross_attention and cache is not None and cache.get_seq_length(self.layer_idx) > 0:
             # The encoder output does not change while decoding: project it once, then reuse.
-            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+            key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values  # (B, H, S, D)
         else:
-            source = key_value_states if self.is_cross_attention else hidden_states
-            key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+            source = key_value_states if self.is_cross_attention else hidden_states  # (B, S, C)
+            key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))  # (B, H, S, D)
             if rotary is not None:
-                cos, sin = rotary
-                query = query * cos + rotate_half(query) * sin
-                key = key * cos + rotate_half(key) * sin
+                cos, sin = rotary  # (B, 1, T, D)
+                query = query * cos + rotate_half(query) * sin  # (B, H, T, D)
+                key = key * cos + rotate_half(key) * sin  # (B, H, T, D)
             if cache is not None:
-                key, value = cache.update(key, value, self.layer_idx)
+                key, value = cache.update(key, value, self.layer_idx)  # (B, H, past + T, D)
+        if pattern is not None:
+            out = blocked_attention(
+                query, key, value, pattern, scale=self.scale, position_bias=position_bias,
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (B, H, T, D)
+            return self.o_proj(out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1))  # (B, T, C)
         out = F.scaled_dot_product_attention(
             query,
             key,
@@ -196,8 +220,8 @@ class Attention(nn.Module):
             is_causal=is_causal and attention_bias is None,
             scale=self.scale,
         )  # (B, H, T, D)
-        out = out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1)
-        return self.o_proj(out)
+        out = out.transpose(1, 2).reshape(*hidden_states.shape[:2], -1)  # (B, T, H*D)
+        return self.o_proj(out)  # (B, T, C)
 
 
 class MLP(nn.Module):
@@ -212,9 +236,10 @@ class MLP(nn.Module):
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), through (B, T, intermediate_size)."""
         if self.gate_proj is not None:
-            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-        return self.down_proj(self.act(self.up_proj(x)))
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))  # (B, T, C)
+        return self.down_proj(self.act(self.up_proj(x)))  # (B, T, C)
 
 
 class TransformerBlock(GradientCheckpointingLayer):
@@ -236,9 +261,10 @@ class TransformerBlock(GradientCheckpointingLayer):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def _residual(self, hidden_states, norm, sublayer):
+        """(B, T, C) -> (B, T, C)"""
         if self.pre_norm:
-            return hidden_states + self.dropout(sublayer(norm(hidden_states)))
-        return norm(hidden_states + self.dropout(sublayer(hidden_states)))
+            return hidden_states + self.dropout(sublayer(norm(hidden_states)))  # (B, T, C)
+        return norm(hidden_states + self.dropout(sublayer(hidden_states)))  # (B, T, C)
 
     def forward(
         self,
@@ -249,24 +275,29 @@ class TransformerBlock(GradientCheckpointingLayer):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         past_key_values: Cache | None = None,
         is_causal: bool = False,
+        pattern: PatternContext | None = None,
+        position_bias=None,
     ) -> torch.Tensor:
         self_cache, cross_cache = past_key_values, None
         if isinstance(past_key_values, EncoderDecoderCache):
             self_cache, cross_cache = past_key_values.self_attention_cache, past_key_values.cross_attention_cache
-        hidden_states = self._residual(
+        hidden_states = self._residual(  # (B, T, C)
             hidden_states,
             self.self_attention_norm,
-            lambda h: self.self_attention(h, attention_bias, rotary=rotary, cache=self_cache, is_causal=is_causal),
+            lambda h: self.self_attention(
+                h, attention_bias, rotary=rotary, cache=self_cache, is_causal=is_causal, pattern=pattern,
+                position_bias=position_bias,
+            ),
         )
         if self.cross_attention is not None:
-            hidden_states = self._residual(
+            hidden_states = self._residual(  # (B, T, C)
                 hidden_states,
                 self.cross_attention_norm,
                 lambda h: self.cross_attention(
                     h, encoder_attention_bias, key_value_states=encoder_hidden_states, cache=cross_cache
                 ),
             )
-        return self._residual(hidden_states, self.mlp_norm, self.mlp)
+        return self._residual(hidden_states, self.mlp_norm, self.mlp)  # (B, T, C)
 
 
 def padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
@@ -275,8 +306,8 @@ def padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.d
     The finite dtype minimum instead of -inf keeps rows that are all padding from turning
     into NaN in the softmax.
     """
-    allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, query_length, -1)
-    return torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+    allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, query_length, -1)  # (B, 1, T, S)
+    return torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device).masked_fill(  # (B, 1, T, S)
         ~allowed, torch.finfo(dtype).min
     )
 
@@ -305,6 +336,54 @@ class TransformerStack(nn.Module):
         )
         self.final_norm = make_norm(config) if config.final_norm else None
         self.gradient_checkpointing = False
+        self.attention_window = config.attention_window
+        self.attention_dilation = config.attention_dilation
+        self.global_tokens = config.global_tokens
+        self.local_layers = [is_local_layer(config, i) for i in range(num_layers)]
+        # How windowed layers run: "auto" takes the blocked sliding-chunk path (linear in T) once a
+        # sequence is several windows long and no KV cache is in use, the (T, S) mask through SDPA
+        # otherwise; "dense" and "blocked" force one (tests, benchmarks). Not saved with the model.
+        self.pattern_implementation = "auto"
+
+    def _uses_blocked_path(self, query_length: int, key_length: int, past_length: int) -> bool:
+        if self.pattern_implementation == "dense" or past_length > 0 or key_length != query_length:
+            return False
+        reach = self.attention_window * self.attention_dilation
+        return self.pattern_implementation == "blocked" or query_length > 4 * reach
+
+    def _pattern_context(self, attention_mask, global_attention_mask, documents, query_length, key_length,
+                         past_length, batch, device) -> PatternContext:
+        """What the masks of this forward depend on (attention_patterns.PatternContext)."""
+        is_global = global_index = global_valid = None
+        windowed = self.attention_window is not None
+        if windowed and (self.global_tokens or global_attention_mask is not None):
+            is_global = (torch.arange(key_length, device=device) < self.global_tokens).expand(batch, -1)  # (B, S)
+            if global_attention_mask is not None:
+                is_global = is_global | global_attention_mask.to(device).bool()  # (B, S)
+            global_index, global_valid = global_positions(  # (B, G) each
+                is_global, self.global_tokens, marked=global_attention_mask is not None
+            )
+        return PatternContext(
+            causal=self.causal,
+            window=self.attention_window,
+            dilation=self.attention_dilation,
+            past_length=past_length,
+            key_valid=attention_mask.bool() if attention_mask is not None else None,
+            documents=documents,
+            is_global=is_global,
+            global_index=global_index,
+            global_valid=global_valid,
+        )
+
+    def _pattern_bias(self, context: PatternContext, local: bool, query_length, key_length, past_length, dtype,
+                      device) -> torch.Tensor:
+        """The dense path of a pattern: its (B, 1|H, T, S) additive bias, position bias included."""
+        allowed = context.allowed(query_length, key_length, local, device)[:, None]  # (B|1, 1, T, S)
+        # (B|1, 1, T, S)
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+        if self.relative_position_bias is not None:
+            bias = bias + self.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (B|1, H, T, S)
+        return bias
 
     def _self_attention_bias(self, attention_mask, query_length, key_length, past_length, dtype, device):
         """Combine padding, causality and relative position bias into one additive (B|1, H|1, T, S)
@@ -312,15 +391,16 @@ class TransformerStack(nn.Module):
         bias = None
         needs_causal_mask = self.causal and query_length > 1 and (past_length > 0 or attention_mask is not None)
         if attention_mask is not None:
-            bias = padding_bias(attention_mask, query_length, dtype)
+            bias = padding_bias(attention_mask, query_length, dtype)  # (B, 1, T, S)
         if needs_causal_mask or (self.causal and self.relative_position_bias is not None and query_length > 1):
-            query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]
+            query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]  # (T, 1)
             future = torch.arange(key_length, device=device)[None, :] > query_pos  # (T, S)
             causal = torch.zeros(future.shape, dtype=dtype, device=device).masked_fill(future, torch.finfo(dtype).min)
+            # (1|B, 1, T, S)
             bias = causal[None, None] if bias is None else bias.masked_fill(future, torch.finfo(dtype).min)
         if self.relative_position_bias is not None:
-            position_bias = self.relative_position_bias(query_length, key_length, past_length).to(dtype)
-            bias = position_bias if bias is None else bias + position_bias
+            position_bias = self.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (1, H, T, S)
+            bias = position_bias if bias is None else bias + position_bias  # (B|1, H, T, S)
         return bias
 
     def forward(
@@ -332,10 +412,17 @@ class TransformerStack(nn.Module):
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         output_hidden_states: bool = False,
+        global_attention_mask: torch.Tensor | None = None,
+        encoder_position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """hidden_states (B, T, C) -> (last hidden state (B, T, C), all hidden states or None).
 
-        attention_mask (B, S) covers cached positions too (S = past + T), as transformers passes it.
+        attention_mask (B, S) covers cached positions too (S = past + T), as transformers passes it;
+        so does global_attention_mask (1 = global position, windowed stacks only). position_ids that
+        restart at 0 inside a row mark packed documents: attention then stays within each document
+        (without a KV cache; see attention_patterns). With ``encoder_position_ids`` (B, S_enc) too,
+        cross attention also stays within each document: the k-th document of ``position_ids``
+        reads the k-th of ``encoder_position_ids`` only (attention_patterns.cross_document_allowed).
         """
         batch, query_length = hidden_states.shape[:2]
         dtype, device = hidden_states.dtype, hidden_states.device
@@ -353,37 +440,79 @@ class TransformerStack(nn.Module):
             attention_mask = None
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
         key_length = past_length + query_length
-        attention_bias = self._self_attention_bias(
-            attention_mask, query_length, key_length, past_length, dtype, device
-        )
+        documents = None
+        if position_ids is not None and past_length == 0 and query_length > 1:
+            documents = document_ids(position_ids).expand(batch, -1)  # (B, T)
+            one_document_per_row = not self.training and not torch.compiler.is_compiling() and bool(
+                (documents[:, -1] == documents[:, 0]).all()
+            )
+            if one_document_per_row:  # plain positions (generate's): no mask, as the padding check above
+                documents = None
+        windowed = self.attention_window is not None and any(self.local_layers)
         # Only a plain causal stack starting from an empty cache can let SDPA apply causality itself.
         is_causal = self.causal and past_length == 0 and query_length > 1
+        context = local_bias = position_bias = None
+        local_blocked = False
+        if windowed or documents is not None:
+            context = self._pattern_context(
+                attention_mask, global_attention_mask, documents, query_length, key_length, past_length, batch, device
+            )
+        if documents is None:
+            attention_bias = self._self_attention_bias(
+                attention_mask, query_length, key_length, past_length, dtype, device
+            )
+        else:
+            attention_bias = self._pattern_bias(context, False, query_length, key_length, past_length, dtype, device)
+        if windowed:
+            local_blocked = self._uses_blocked_path(query_length, key_length, past_length)
+            if local_blocked:
+                if self.relative_position_bias is not None:
+                    position_bias = self.relative_position_bias.relative
+            else:
+                local_bias = self._pattern_bias(context, True, query_length, key_length, past_length, dtype, device)
 
         encoder_attention_bias = None
-        if encoder_hidden_states is not None and encoder_attention_mask is not None:
-            encoder_attention_bias = padding_bias(encoder_attention_mask, query_length, dtype)
+        if (
+            encoder_hidden_states is not None
+            and encoder_position_ids is not None
+            and position_ids is not None
+            and past_length == 0
+        ):
+            # packed documents: padding and "same document" in one (B, 1, T, S_enc) bias
+            cross_allowed = cross_document_allowed(
+                position_ids.expand(batch, -1), encoder_position_ids.to(device).expand(batch, -1),
+                None if encoder_attention_mask is None else encoder_attention_mask.to(device),
+            )[:, None]
+            encoder_attention_bias = torch.zeros(cross_allowed.shape, dtype=dtype, device=device).masked_fill(
+                ~cross_allowed, torch.finfo(dtype).min
+            )
+        elif encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_attention_bias = padding_bias(encoder_attention_mask, query_length, dtype)  # (B, 1, T, S_enc)
 
         rotary = None
         if self.rotary is not None:
             if position_ids is None:
-                position_ids = torch.arange(past_length, key_length, device=device).expand(batch, -1)
-            rotary = self.rotary(position_ids, dtype)
+                position_ids = torch.arange(past_length, key_length, device=device).expand(batch, -1)  # (B, T)
+            rotary = self.rotary(position_ids, dtype)  # (B, 1, T, D) cos and sin
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
-        for layer in self.layers:
-            hidden_states = layer(
+        for layer, local in zip(self.layers, self.local_layers):
+            local = local and windowed
+            hidden_states = layer(  # (B, T, C)
                 hidden_states,
-                attention_bias=attention_bias,
+                attention_bias=local_bias if local else attention_bias,
                 encoder_hidden_states=encoder_hidden_states,
                 encoder_attention_bias=encoder_attention_bias,
                 rotary=rotary,
                 past_key_values=past_key_values,
                 is_causal=is_causal,
+                pattern=context if local and local_blocked else None,
+                position_bias=position_bias if local else None,
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
         if self.final_norm is not None:
-            hidden_states = self.final_norm(hidden_states)
+            hidden_states = self.final_norm(hidden_states)  # (B, T, C)
             if output_hidden_states:
                 all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return hidden_states, all_hidden_states
@@ -417,20 +546,21 @@ class Embeddings(nn.Module):
     ) -> torch.Tensor:
         """input_ids (B, T) or inputs_embeds (B, T, C) -> (B, T, C)."""
         if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, C)
         embeddings = inputs_embeds
         if self.position_embeddings is not None:
             if position_ids is None:
                 length = inputs_embeds.shape[1]
+                # (1, T)
                 position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None]
-            embeddings = embeddings + self.position_embeddings(position_ids)
+            embeddings = embeddings + self.position_embeddings(position_ids)  # (B, T, C)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)  # (B, T, C)
         if self.norm is not None:
-            embeddings = self.norm(embeddings)
-        return self.dropout(embeddings)
+            embeddings = self.norm(embeddings)  # (B, T, C)
+        return self.dropout(embeddings)  # (B, T, C)
 
 
 def init_scheme(config: HfpipeConfig) -> str:
@@ -554,11 +684,11 @@ class LMHead(nn.Module):
         """(..., C) -> (..., C): BERT's dense, activation and norm; identity without them."""
         if self.dense is None:
             return hidden_states
-        return self.norm(self.act(self.dense(hidden_states)))
+        return self.norm(self.act(self.dense(hidden_states)))  # (..., C)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> logits (B, T, V)"""
-        return self.decoder(self.transform(hidden_states))
+        return self.decoder(self.transform(hidden_states))  # (B, T, V)
 
 
 # The loss contract (gradient accumulation and several processes).
@@ -595,8 +725,8 @@ def normalise(total: torch.Tensor, local_count, num_items_in_batch=None) -> torc
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
     """Token cross-entropy ignoring -100: summed, over ``num_items_in_batch`` when Trainer
     passes it (the loss contract above), else the mean over this batch's labelled tokens."""
-    logits = logits.reshape(-1, logits.shape[-1]).float()
-    labels = labels.reshape(-1).to(logits.device)
+    logits = logits.reshape(-1, logits.shape[-1]).float()  # (N, V)
+    labels = labels.reshape(-1).to(logits.device)  # (N,)
     if num_items_in_batch is None:
         return F.cross_entropy(logits, labels, ignore_index=-100)
     loss = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")

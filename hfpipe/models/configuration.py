@@ -48,6 +48,22 @@ _AUTO_MAPS = {
 }
 
 
+def _check_attention_pattern(window, dilation, global_tokens, every_n_layers) -> None:
+    def whole(value, least):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    if window is not None and not whole(window, 1):
+        raise ValueError(f"attention_window must be None (full attention) or a positive integer, got {window!r}")
+    if not whole(dilation, 1):
+        raise ValueError(f"attention_dilation must be a positive integer, got {dilation!r}")
+    if not whole(global_tokens, 0):
+        raise ValueError(f"global_tokens must be a non-negative integer, got {global_tokens!r}")
+    if every_n_layers is not None and not whole(every_n_layers, 1):
+        raise ValueError(
+            f"global_attention_every_n_layers must be None or a positive integer, got {every_n_layers!r}"
+        )
+
+
 class HfpipeConfig(PreTrainedConfig):
     """Fields shared by the three families (see the module docstring for the classic layouts).
 
@@ -79,6 +95,22 @@ class HfpipeConfig(PreTrainedConfig):
         fused_lm_loss: LM heads (CLM, MLM, seq2seq) training with labels compute their loss chunk
             by chunk from the hidden states (models/lm_loss.py) and return no logits; evaluation,
             inference and generation always get logits. False: the logits are made in training too.
+
+    Attention pattern of every self-attention (cross attention always sees the whole encoder
+    output); the defaults give full attention through the same kernels as without them. The
+    exact semantics are ``attention_patterns.may_attend``:
+
+        attention_window: None for full attention; w: a query sees w tokens on each side
+            (bidirectional stacks) or w tokens to its left and itself (causal stacks), as
+            Longformer's sliding window (there given as the whole width 2w) and Mistral's.
+        attention_dilation: d > 1 spreads the window out: it holds the tokens at distances
+            0, d, 2d, ..., w*d (Longformer's dilated window); 1 is a plain window.
+        global_tokens: the first k positions attend to every position and every position
+            attends to them (Longformer's global [CLS]); a model input ``global_attention_mask``
+            (batch, length) of 1/0 marks further global positions per example.
+        global_attention_every_n_layers: None: every layer uses the window; n: layers 0, n, 2n,
+            ... attend fully and the others use the window (ModernBERT alternates full and local
+            layers with n = 3).
     """
 
     model_type = "hfpipe"
@@ -116,6 +148,10 @@ class HfpipeConfig(PreTrainedConfig):
         eos_token_id: int | None = None,
         tie_word_embeddings: bool = True,
         fused_lm_loss: bool = True,
+        attention_window: int | None = None,
+        attention_dilation: int = 1,
+        global_tokens: int = 0,
+        global_attention_every_n_layers: int | None = None,
         **kwargs,
     ):
         if norm_type not in ("layernorm", "rmsnorm"):
@@ -127,6 +163,7 @@ class HfpipeConfig(PreTrainedConfig):
                 "position_embedding_type must be one of absolute, rope, relative, none; "
                 f"got {position_embedding_type!r}"
             )
+        _check_attention_pattern(attention_window, attention_dilation, global_tokens, global_attention_every_n_layers)
         if head_dim is None:
             if hidden_size % num_attention_heads:
                 raise ValueError("hidden_size must be divisible by num_attention_heads (or set head_dim)")
@@ -162,6 +199,10 @@ class HfpipeConfig(PreTrainedConfig):
         self.eos_token_id = eos_token_id
         self.tie_word_embeddings = tie_word_embeddings
         self.fused_lm_loss = fused_lm_loss
+        self.attention_window = attention_window
+        self.attention_dilation = attention_dilation
+        self.global_tokens = global_tokens
+        self.global_attention_every_n_layers = global_attention_every_n_layers
         kwargs.setdefault("auto_map", dict(_AUTO_MAPS.get(self.model_type, {})))
         super().__init__(**kwargs)
 
@@ -273,7 +314,9 @@ SIZE_PRESETS = {
     },
     "decoder": {
         "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256),
-        "small": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+        # GPT-2 has no "base": base is GPT-2 small (124M), large GPT-2 medium (355M), and small
+        # T5-small's width and depth (6 x 512, 45M with GPT-2's vocabulary)
+        "small": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=2048),
         "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
         "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
     },

@@ -62,14 +62,16 @@ class HfpipeDecoderModel(HfpipeDecoderPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         cache: Cache | None = None,
+        global_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         """input_ids (B, T) -> last_hidden_state (B, T, C) and the updated cache.
 
         attention_mask (B, past + T) marks padding (left or right); positions continue from
-        the cache, or come from ``position_ids`` (generate derives them from the mask).
+        the cache, or come from ``position_ids`` (generate derives them from the mask); position_ids
+        restarting at 0 inside a row mark packed documents, which then do not see each other.
+        global_attention_mask (B, past + T): 1 marks global positions of a windowed decoder.
         """
         past_key_values = either_cache(past_key_values, cache)
         use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
@@ -83,6 +85,7 @@ class HfpipeDecoderModel(HfpipeDecoderPreTrainedModel):
             position_ids=position_ids,
             past_key_values=past_key_values,
             output_hidden_states=bool(output_hidden_states),
+            global_attention_mask=global_attention_mask,
         )
         return BaseModelOutputWithPast(
             last_hidden_state=hidden_states,
@@ -119,10 +122,10 @@ class HfpipeDecoderForCausalLM(HfpipeDecoderPreTrainedModel, GenerationMixin):
         labels=None,
         use_cache=None,
         output_hidden_states=None,
-        return_dict=None,
         logits_to_keep: int = 0,
         num_items_in_batch=None,
         cache=None,
+        global_attention_mask=None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         outputs = self.model(
@@ -133,6 +136,7 @@ class HfpipeDecoderForCausalLM(HfpipeDecoderPreTrainedModel, GenerationMixin):
             inputs_embeds,
             use_cache,
             output_hidden_states,
+            global_attention_mask=global_attention_mask,
         )
         hidden_states = outputs.last_hidden_state
         # generate() asks for the last position only: no need to project the whole prompt.
@@ -179,13 +183,14 @@ class HfpipeDecoderForSequenceClassification(HfpipeDecoderPreTrainedModel):
         labels=None,
         use_cache=None,
         output_hidden_states=None,
-        return_dict=None,
         cache=None,
         num_items_in_batch=None,
+        global_attention_mask=None,
         **kwargs,
     ) -> SequenceClassifierOutputWithPast:
         cache = either_cache(past_key_values, cache)  # prefix tuning's prefix, if any
-        outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states)
+        outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states,
+                             global_attention_mask=global_attention_mask)
         hidden_states = outputs.last_hidden_state
         batch, length = hidden_states.shape[:2]
         if attention_mask is not None and attention_mask.shape[1] != length:
@@ -215,13 +220,14 @@ class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
         start_positions=None,
         end_positions=None,
         output_hidden_states=None,
-        return_dict=None,
         cache=None,
         num_items_in_batch=None,
+        global_attention_mask=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         cache = either_cache(past_key_values, cache)  # prefix tuning's prefix, if any
-        outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states)
+        outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states,
+                             global_attention_mask=global_attention_mask)
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
         loss = None
         if start_positions is not None and end_positions is not None:

@@ -79,12 +79,14 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        global_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         """input_ids (B, T) -> last_hidden_state (B, T, C), pooler_output (B, C).
 
         ``past_key_values`` only carries prefix-tuning prefixes (peft); the encoder caches nothing.
+        ``global_attention_mask`` (B, T): 1 marks global positions of a windowed encoder (Longformer's
+        input of the same name); ``position_ids`` restarting at 0 mark packed documents.
         """
         hidden_states = self.embeddings(
             input_ids, inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
@@ -95,6 +97,7 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
             position_ids=position_ids,
             past_key_values=past_key_values,
             output_hidden_states=bool(output_hidden_states),
+            global_attention_mask=global_attention_mask,
         )
         pooled = self.pooler(hidden_states) if self.pooler is not None else None
         return BaseModelOutputWithPooling(
@@ -162,13 +165,14 @@ class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):
         next_sentence_label=None,
         past_key_values=None,
         output_hidden_states=None,
-        return_dict=None,
         num_items_in_batch=None,
+        global_attention_mask=None,
         num_sequences_in_batch=None,
         **kwargs,
     ) -> BertForPreTrainingOutput:
         outputs = self.model(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
+            output_hidden_states, global_attention_mask=global_attention_mask,
         )
         prediction_logits, loss = masked_lm(self, outputs.last_hidden_state, labels, num_items_in_batch)
         seq_relationship_logits = self.nsp_head(outputs.pooler_output)
@@ -215,12 +219,13 @@ class HfpipeEncoderForMaskedLM(HfpipeEncoderPreTrainedModel):
         labels=None,
         past_key_values=None,
         output_hidden_states=None,
-        return_dict=None,
         num_items_in_batch=None,
+        global_attention_mask=None,
         **kwargs,
     ) -> MaskedLMOutput:
         outputs = self.model(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
+            output_hidden_states, global_attention_mask=global_attention_mask,
         )
         logits, loss = masked_lm(self, outputs.last_hidden_state, labels, num_items_in_batch)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -251,12 +256,13 @@ class _EncoderClassifier(HfpipeEncoderPreTrainedModel):
         labels=None,
         past_key_values=None,
         output_hidden_states=None,
-        return_dict=None,
         num_items_in_batch=None,
+        global_attention_mask=None,
         **kwargs,
     ):
         outputs = self.model(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
+            output_hidden_states, global_attention_mask=global_attention_mask,
         )
         features = outputs.pooler_output if self.pooled else outputs.last_hidden_state
         logits = self.classifier(self.dropout(features))  # (B, num_labels) or (B, T, num_labels)
@@ -300,12 +306,13 @@ class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
         end_positions=None,
         past_key_values=None,
         output_hidden_states=None,
-        return_dict=None,
         num_items_in_batch=None,
+        global_attention_mask=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         outputs = self.model(
-            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values, output_hidden_states
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
+            output_hidden_states, global_attention_mask=global_attention_mask,
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)  # (B, T) each
         loss = None

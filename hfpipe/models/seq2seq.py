@@ -7,6 +7,13 @@ attention, one shared token embedding.
 
 Labels are the target ids (-100 to ignore); decoder inputs are the labels shifted right
 behind ``decoder_start_token_id`` (T5: the pad id) unless given.
+
+Packed documents (span corruption with ``document_mask``): ``position_ids`` (B, S) and
+``decoder_position_ids`` (B, T) restart at 0 at each document's first input / target token.
+The encoder's and the decoder's self-attention then stay within each document, and the
+decoder's k-th document cross-attends to the encoder's k-th only, so a packed row computes
+what each document computes alone (T5's relative positions within a document are unchanged;
+pairs across documents are masked). Both or neither; not with a KV cache (generation).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
+from .attention_patterns import shift_right
 from .blocks import CACHE_FIELD, HfpipePreTrainedModel, TransformerStack, either_cache, lm_logits_and_loss
 from .configuration import HfpipeSeq2SeqConfig
 
@@ -24,14 +32,14 @@ from .configuration import HfpipeSeq2SeqConfig
 class HfpipeSeq2SeqPreTrainedModel(HfpipePreTrainedModel):
     config_class = HfpipeSeq2SeqConfig
 
-    def shift_right(self, labels: torch.Tensor) -> torch.Tensor:
-        """labels (B, L) -> decoder_input_ids (B, L): start token, then labels[:, :-1], -100 -> pad."""
+    def shift_right(self, labels: torch.Tensor, decoder_position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """labels (B, L) -> decoder_input_ids (B, L): start token, then labels[:, :-1], -100 -> pad;
+        with ``decoder_position_ids``, every packed document starts with the start token
+        (attention_patterns.shift_right, which the data collators use too)."""
         start = self.config.decoder_start_token_id
         if start is None:
             start = self.config.pad_token_id
-        shifted = labels.new_full(labels.shape, start)
-        shifted[:, 1:] = labels[:, :-1]
-        return shifted.masked_fill(shifted == -100, self.config.pad_token_id)
+        return shift_right(labels, start, self.config.pad_token_id, decoder_position_ids)
 
 
 class Seq2SeqStack(TransformerStack):
@@ -57,10 +65,17 @@ class Seq2SeqStack(TransformerStack):
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: Cache | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
+        global_attention_mask: torch.Tensor | None = None,
+        encoder_position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutput:
-        """input_ids (B, T) -> last_hidden_state (B, T, C)."""
+        """input_ids (B, T) -> last_hidden_state (B, T, C).
+
+        T5's positions are relative, so ``position_ids`` only mark packed documents (restarting at
+        0); ``global_attention_mask`` (B, T) marks global positions of a windowed stack;
+        ``encoder_position_ids`` (decoder only) mark the encoder's documents for cross attention.
+        """
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         hidden_states, all_hidden_states = super().forward(
@@ -70,6 +85,9 @@ class Seq2SeqStack(TransformerStack):
             encoder_attention_mask=encoder_attention_mask,
             past_key_values=past_key_values,
             output_hidden_states=bool(output_hidden_states),
+            position_ids=position_ids,
+            global_attention_mask=global_attention_mask,
+            encoder_position_ids=encoder_position_ids,
         )
         return BaseModelOutput(last_hidden_state=self.dropout(hidden_states), hidden_states=all_hidden_states)
 
@@ -105,14 +123,26 @@ class HfpipeSeq2SeqModel(HfpipeSeq2SeqPreTrainedModel):
         decoder_inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         cache: Cache | None = None,
+        global_attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        decoder_position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
-        """input_ids (B, S), decoder_input_ids (B, T) -> decoder last_hidden_state (B, T, C)."""
+        """input_ids (B, S), decoder_input_ids (B, T) -> decoder last_hidden_state (B, T, C).
+
+        global_attention_mask (B, S): global positions of a windowed encoder (Longformer-Encoder-Decoder's).
+        position_ids (B, S) and decoder_position_ids (B, T): packed documents (see the module docstring).
+        """
+        if (position_ids is None) != (decoder_position_ids is None) and past_key_values is None and cache is None:
+            raise ValueError(
+                "position_ids and decoder_position_ids mark packed documents on both sides (document k of the "
+                "encoder is document k of the decoder): give both or neither"
+            )
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
-                input_ids, attention_mask, inputs_embeds, output_hidden_states=output_hidden_states
+                input_ids, attention_mask, inputs_embeds, output_hidden_states=output_hidden_states,
+                global_attention_mask=global_attention_mask, position_ids=position_ids,
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs[0])
@@ -128,6 +158,8 @@ class HfpipeSeq2SeqModel(HfpipeSeq2SeqPreTrainedModel):
             encoder_attention_mask=attention_mask,
             past_key_values=past_key_values,
             output_hidden_states=output_hidden_states,
+            position_ids=decoder_position_ids,
+            encoder_position_ids=position_ids,
         )
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
@@ -178,13 +210,15 @@ class HfpipeSeq2SeqForConditionalGeneration(HfpipeSeq2SeqPreTrainedModel, Genera
         labels=None,
         use_cache=None,
         output_hidden_states=None,
-        return_dict=None,
         num_items_in_batch=None,
         cache=None,
+        global_attention_mask=None,
+        position_ids=None,
+        decoder_position_ids=None,
         **kwargs,
     ) -> Seq2SeqLMOutput:
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
-            decoder_input_ids = self.shift_right(labels)
+            decoder_input_ids = self.shift_right(labels, decoder_position_ids)
         outputs = self.model(
             input_ids,
             attention_mask,
@@ -196,6 +230,9 @@ class HfpipeSeq2SeqForConditionalGeneration(HfpipeSeq2SeqPreTrainedModel, Genera
             decoder_inputs_embeds,
             use_cache,
             output_hidden_states,
+            global_attention_mask=global_attention_mask,
+            position_ids=position_ids,
+            decoder_position_ids=decoder_position_ids,
         )
         hidden_states = outputs.last_hidden_state
         if self.config.scale_decoder_outputs:

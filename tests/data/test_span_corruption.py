@@ -181,3 +181,77 @@ def test_collator_trains_a_tiny_t5_with_trainer(t5_tokenizer, tmp_path):
     assert torch.equal(batch["decoder_input_ids"], model._shift_right(batch["labels"]))  # T5's own shift
     result = Trainer(model=model, args=args, train_dataset=train, data_collator=collator).train()
     assert result.global_step == 3 and 4.0 < result.training_loss < 8.0  # untrained: about ln(300) = 5.7
+
+
+def _documents_block(lengths: list[int], raw_length: int, seed: int) -> tuple[list[int], list[list[int]]]:
+    """A raw block as hfpipe.pretrain packs it with document_mask: documents of ``lengths``, each
+    followed by EOS, then a last document cut at ``raw_length``; returns (block, documents)."""
+    rng = np.random.default_rng(seed)
+    documents = [rng.integers(FIRST_WORD, 200, n).tolist() for n in lengths]
+    used = sum(lengths) + len(lengths)
+    documents.append(rng.integers(FIRST_WORD, 200, raw_length - used).tolist())
+    block = [token for document in documents[:-1] for token in (*document, EOS)] + documents[-1]
+    assert len(block) == raw_length
+    return block, documents
+
+
+def _split_by_positions(ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> list[list[int]]:
+    """One row -> its documents' real tokens, cut where positions restart at 0."""
+    pieces = []
+    for token, position, real in zip(ids.tolist(), positions.tolist(), valid.tolist()):
+        if not real:
+            break
+        if position == 0:
+            pieces.append([])
+        pieces[-1].append(token)
+    return pieces
+
+
+def test_document_mask_corrupts_each_document_on_its_own(t5_tokenizer):
+    collator = DataCollatorForSpanCorruption(t5_tokenizer, input_length=64, document_mask=True, seed=0)
+    raw = collator.raw_tokens_length
+    # an empty document (EOS EOS) and a one-token document are kept apart correctly too
+    block_a, docs_a = _documents_block([30, 0, 1, 12], raw, seed=1)
+    block_b, docs_b = _documents_block([50], raw, seed=2)
+    docs_a = [d for d in docs_a if d]  # the empty document yields nothing
+    batch = collator([block_a, block_b])
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "decoder_input_ids", "position_ids",
+                          "decoder_position_ids"}
+    for row, docs in ((0, docs_a), (1, docs_b)):
+        inputs = _split_by_positions(batch["input_ids"][row], batch["position_ids"][row], batch["attention_mask"][row])
+        targets = _split_by_positions(batch["labels"][row], batch["decoder_position_ids"][row],
+                                      batch["labels"][row] != -100)
+        decoder_inputs = _split_by_positions(batch["decoder_input_ids"][row], batch["decoder_position_ids"][row],
+                                             batch["labels"][row] != -100)
+        assert len(inputs) == len(targets) == len(docs)  # document k on both sides
+        for doc, doc_inputs, doc_targets, doc_decoder in zip(docs, inputs, targets, decoder_inputs):
+            assert doc_inputs[-1] == EOS and doc_targets[-1] == EOS  # each document ends with EOS on both sides
+            assert _reconstruct(torch.tensor([doc_inputs]), torch.tensor([doc_targets])) == [doc]
+            # T5's own corruption of a block of len(doc) tokens: counts, and sentinels from <extra_id_0>
+            if len(doc) >= 2:
+                noise, spans = noise_span_counts(len(doc), 0.15, 3.0)
+                assert len(doc_inputs) == len(doc) - noise + spans + 1 and len(doc_targets) == noise + spans + 1
+                assert doc_targets[0] == EXTRA_ID_0
+            else:
+                assert doc_inputs == doc + [EOS] and doc_targets == [EOS]
+            # per-document shift: the start token, never the previous document's last label
+            assert doc_decoder == [PAD, *doc_targets[:-1]]
+    # the lengths vary: padded to the batch's longest, padding continues the last document
+    real = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape[1] == int(real.max())
+    short = int(real.argmin())
+    assert batch["input_ids"][short, real[short]:].eq(PAD).all()
+    assert batch["position_ids"][short, real[short]:].ne(0).all()
+
+
+def test_document_mask_with_one_document_is_t5_span_corruption(t5_tokenizer):
+    # A block without separators is one document: the same inputs and targets as T5's collator,
+    # from the same generator, with positions 0..n-1 on both sides.
+    plain = DataCollatorForSpanCorruption(t5_tokenizer, input_length=64, seed=3)
+    documents = DataCollatorForSpanCorruption(t5_tokenizer, input_length=64, document_mask=True, seed=3)
+    block = np.random.default_rng(4).integers(FIRST_WORD, 200, plain.raw_tokens_length).tolist()
+    expected, got = plain([block]), documents([block])
+    for key in ("input_ids", "attention_mask", "labels", "decoder_input_ids"):
+        assert torch.equal(got[key], expected[key]), key
+    assert got["position_ids"].tolist() == [list(range(64))]
+    assert got["decoder_position_ids"].tolist() == [list(range(plain.targets_length))]
