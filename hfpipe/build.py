@@ -52,14 +52,18 @@ def load_tokenizer(recipe, texts, output_dir=None):
 
 
 def train_shared_tokenizer(recipe, texts, folder: Path):
-    from accelerate import PartialState
+    """Trained once, by the main process of the whole run, and sent to every process: WordPiece and
+    Unigram training are not reproducible (tied pieces get other ids from one run to the next), so a
+    tokenizer per machine would map text to other ids, and other machines may not see this disk.
+    Each machine's first process keeps a copy in its own ``folder``, for resuming there."""
+    from accelerate.utils import broadcast_object_list
 
     from .tokenization import train_tokenizer
+    from .train import distributed_state
 
-    state = PartialState()
-    with state.main_process_first():
-        if not state.is_main_process:
-            return AutoTokenizer.from_pretrained(folder)
+    state = distributed_state(recipe)
+    tokenizer = None
+    if state.is_main_process:
         logger.info("training a %s tokenizer on the training text", recipe.model.family)
         tokenizer = train_tokenizer(
             texts,
@@ -69,7 +73,17 @@ def train_shared_tokenizer(recipe, texts, folder: Path):
             lowercase=recipe.tokenizer.lowercase,
         )
         tokenizer.save_pretrained(folder)
+    if state.num_processes == 1:
         return tokenizer
+    files = [{p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if state.is_main_process else None]
+    files = broadcast_object_list(files)[0]
+    if state.is_local_main_process and not state.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            if not ((folder / name).is_file() and (folder / name).read_bytes() == data):  # shared disk: already there
+                (folder / name).write_bytes(data)
+    state.wait_for_everyone()
+    return tokenizer if state.is_main_process else AutoTokenizer.from_pretrained(folder)
 
 
 def check_config_keys(recipe) -> None:

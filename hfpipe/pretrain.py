@@ -30,7 +30,7 @@ from .build import load_tokenizer, new_model_config
 from .data.collators import DataCollatorForBertPretraining
 from .data.sources import is_stream, load_corpus_and_mixture
 from .errors import InputError
-from .train import add_perplexity, build_trainer, finish_run, prepare_output_dir
+from .train import add_perplexity, build_trainer, distributed_state, finish_run, prepare_output_dir
 
 logger = logging.getLogger("hfpipe.pretrain")
 
@@ -119,7 +119,7 @@ def _bert_metrics(eval_pred):
 
 
 def _tokenized(recipe, corpus, tokenizer):
-    from .data.corpus import tokenize_dataset
+    from .data.tokenized import tokenize_dataset
 
     return {
         split: tokenize_dataset(dataset, tokenizer, text_column=recipe.data.text_column,
@@ -162,7 +162,8 @@ def masking_collator(objective, tokenizer) -> DataCollatorForBertPretraining:
     """BERT's masking as the objective section says, for pairs (MLM+NSP/SOP) and packed blocks (MLM):
     transformers' masking, whole-word masking on ids that have no offset mappings, or SpanBERT's spans."""
     masking = dict(mlm_probability=objective.mlm_probability, mask_replace_prob=objective.mask_replace_prob,
-                   random_replace_prob=objective.random_replace_prob)
+                   random_replace_prob=objective.random_replace_prob,
+                   document_mask=getattr(objective, "document_mask", False))  # packed blocks: mlm, span_mlm
     if objective.name == "span_mlm":
         from .data.span_masking import DataCollatorForSpanMasking
 
@@ -172,7 +173,7 @@ def masking_collator(objective, tokenizer) -> DataCollatorForBertPretraining:
 
 
 def bert_pairs(recipe, corpus, tokenizer) -> Examples:
-    from .data.corpus import sentences_dataset
+    from .data.tokenized import sentences_dataset
     from .data.nsp import BertPretrainingPairs
 
     objective = recipe.objective
@@ -219,7 +220,7 @@ def causal_lm(recipe, corpus, tokenizer) -> Examples:
 
     splits, counters = _packed(recipe, corpus, tokenizer, recipe.objective.max_seq_length, tokenizer.eos_token_id)
     # not transformers' collator: with pad = EOS (GPT-2 style) it would drop every EOS label
-    collator = DataCollatorForCausalLM(tokenizer)
+    collator = DataCollatorForCausalLM(tokenizer, document_mask=recipe.objective.document_mask)
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(True), _argmax, counters)
 
 
@@ -230,13 +231,16 @@ def span_corruption(recipe, corpus, tokenizer) -> Examples:
     raw_length, _ = span_corruption_lengths(
         objective.max_seq_length, objective.noise_density, objective.mean_noise_span_length
     )
-    # T5 packs raw text with no separators; the collator appends EOS after corruption.
-    splits, counters = _packed(recipe, corpus, tokenizer, raw_length, None)
+    # T5 packs raw text with no separators; the collator appends EOS after corruption. With
+    # document_mask the documents keep their EOS separators: the collator splits blocks at them.
+    separator = tokenizer.eos_token_id if objective.document_mask else None
+    splits, counters = _packed(recipe, corpus, tokenizer, raw_length, separator)
     collator = DataCollatorForSpanCorruption(
         tokenizer,
         noise_density=objective.noise_density,
         mean_noise_span_length=objective.mean_noise_span_length,
         input_length=objective.max_seq_length,
+        document_mask=objective.document_mask,
     )
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
@@ -278,7 +282,7 @@ OBJECTIVES = {
 
 def _train_tokenizer_texts(recipe, train):
     """The bounded tokenizer sample (first tokenizer.train_samples texts) and its running count."""
-    from .data.corpus import TextSample, sample_texts
+    from .data.sampling import TextSample, sample_texts
 
     sample = TextSample()
     return sample_texts(train, recipe.data.text_column, recipe.tokenizer.train_samples, sample=sample), sample
@@ -296,13 +300,16 @@ def _streamed_examples(recipe, examples, mixture, resume_from):
     if not resume_from:
         return stream, {}
     rank, count = process_rank_and_count()
-    saved = sorted(Path(resume_from).glob("stream-*.json"))
     path = stream_state_path(resume_from, rank)
-    if len(saved) != count or not path.is_file():
-        logger.warning("%s holds %d stream positions for %d processes; re-reading the stream up to the checkpoint",
-                       resume_from, len(saved), count)
+    state = json.loads(path.read_text()) if path.is_file() else None
+    # A machine that shares no disk with the others holds only its own processes' positions: the
+    # number of processes that wrote them is in each (older checkpoints: count the files).
+    saved = state.get("processes", len(list(Path(resume_from).glob("stream-*.json")))) if state else 0
+    if saved != count:
+        logger.warning("%s holds the stream positions of %d processes, not this process's of %d; re-reading the "
+                       "stream up to the checkpoint", resume_from, saved, count)
         return stream, {}
-    stream.load_state(json.loads(path.read_text()))
+    stream.load_state(state)
     logger.info("resuming the stream at the position saved in %s (pass %d, batch %d)", path, stream.epoch + 1,
                 stream.batches)
     return stream, {"ignore_data_skip": True}  # the position is loaded: Trainer must not skip batches again
@@ -328,11 +335,15 @@ def run_pretraining(recipe) -> dict:
     """Pretrain as the recipe says; returns the final evaluation metrics."""
     from transformers import Trainer
 
-    from .data.streaming import split_for_this_process, streaming_trainer
+    from .data.streaming import streaming_trainer
 
     output_dir, resume_from = prepare_output_dir(recipe)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
-    corpus, mixture = load_corpus_and_mixture(recipe)
+    # Data is prepared once per machine: its first process fills the local datasets cache, the others
+    # then read it (machines need not share a disk). The tokenizer step in between is collective.
+    state = distributed_state(recipe)
+    with state.local_main_process_first():
+        corpus, mixture = load_corpus_and_mixture(recipe, split=True)  # a stream: this process's part
     texts, sample = _train_tokenizer_texts(recipe, corpus["train"])
     tokenizer = load_tokenizer(recipe, texts, output_dir)
     if sample.texts:
@@ -346,16 +357,8 @@ def run_pretraining(recipe) -> dict:
                                       recipe.objective.max_seq_length)
     model = build_model(recipe, tokenizer, recipe.objective.max_seq_length, added_tokens)  # checks the vocabulary first
     streamed = is_stream(corpus["train"])
-    if streamed:
-        from .data.streaming import process_rank_and_count
-
-        shards = corpus["train"].n_shards
-        corpus["train"] = split_for_this_process(corpus["train"])
-        rank, count = process_rank_and_count()
-        if count > 1:
-            logger.info("process %d of %d reads %d of the %d shards of the stream", rank, count,
-                        corpus["train"].n_shards, shards)
-    examples = OBJECTIVES[recipe.objective.name](recipe, corpus, tokenizer)
+    with state.local_main_process_first():
+        examples = OBJECTIVES[recipe.objective.name](recipe, corpus, tokenizer)
     extra_args = {}
     if streamed:
         examples.train, extra_args = _streamed_examples(recipe, examples, mixture, resume_from)

@@ -4,6 +4,7 @@ transformers' Trainer (on Accelerate) runs the loop, mixed precision, gradient a
 checkpoints, rotation and resuming; hfpipe adds what it lacks:
 - refusing to overwrite a finished run, and resolving ``train.resume``;
 - a loss curve (loss.png) and a non-finite-loss stop that names the step;
+- a wall-clock budget (``train.time_budget``, budget.py);
 - train_results.json / eval_results.json, recipe.yaml, the model card, a results table.
 """
 
@@ -13,6 +14,8 @@ import json
 import logging
 import math
 import os
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -20,6 +23,7 @@ from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .accumulation import LossCountsMixin
+from .budget import TimeBudget, TimeBudgetCallback, budget_trainer, parse_duration
 from .errors import InputError
 from .hub import CHECKPOINT_MARKER as COMPLETE_MARKER  # written last into checkpoint-N/ (and pushed with it)
 from .hub import pull_checkpoint, push_to_hub, write_model_card
@@ -97,7 +101,7 @@ def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
         if finished and not recipe.train.overwrite:
             raise InputError(f"{out}: holds a finished run ({finished[0]}); resume {resume} into another --output-dir")
         out.mkdir(parents=True, exist_ok=True)
-        with PartialState().main_process_first():  # the main process pulls; the others find its copy
+        with distributed_state(recipe).local_main_process_first():  # one pull per machine: disks may not be shared
             local = pull_checkpoint(resume, out)
         return out, local
     if out.is_dir() and any(out.iterdir()) and not recipe.train.overwrite:
@@ -122,6 +126,33 @@ def prepare_output_dir(recipe) -> tuple[Path, str | bool | None]:
     return out, None
 
 
+def distributed_state(recipe) -> PartialState:
+    """The launcher's processes, before TrainingArguments exists (which then takes this state over).
+
+    A bare PartialState() on a machine without CUDA reports one process even under `accelerate launch`
+    (it is TrainingArguments' use_cpu that makes the processes gloo), so its main_process_first would
+    not wait and every process would write. The timeout is TrainingArguments' ddp_timeout: other
+    processes wait in a barrier while one prepares the data or trains the tokenizer."""
+    timeout = TrainingArguments.__dataclass_fields__["ddp_timeout"].default
+    return PartialState(cpu=recipe.train.use_cpu or not torch.cuda.is_available(), timeout=timedelta(seconds=timeout))
+
+
+def output_dir_is_shared(output_dir, state: PartialState) -> bool:
+    """Whether every process sees the same ``output_dir``: the main process leaves a probe file there and
+    every process looks for it. Machines without a shared filesystem (or given different folders) do not."""
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    name = [f".hfpipe-shared-probe-{uuid.uuid4().hex}" if state.is_main_process else None]
+    if state.is_main_process:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / name[0]).write_text("")
+    probe = Path(output_dir) / broadcast_object_list(name)[0]
+    seen = gather_object([probe.exists()])
+    if state.is_main_process:
+        probe.unlink()
+    return all(seen)
+
+
 class LossCurveCallback(TrainerCallback):
     """Collects training and evaluation losses; draws loss.png whenever a checkpoint is
     saved and at the end, so a crashed run still leaves its curve."""
@@ -139,11 +170,11 @@ class LossCurveCallback(TrainerCallback):
             self.eval.append((state.global_step, float(logs["eval_loss"])))
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if args.should_save:  # the main process, or each machine's first with save_on_each_node
             self.draw()
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if args.should_save:
             self.draw()
 
     def draw(self) -> Path | None:
@@ -203,17 +234,38 @@ def training_arguments(recipe, do_eval: bool, args_class=TrainingArguments, **ex
     # Losses as in a single process when several run (environment.md: Trainer doubles them otherwise).
     if "average_tokens_across_devices" in TrainingArguments.__dataclass_fields__:
         kwargs["average_tokens_across_devices"] = False
-    return args_class(**kwargs)
+    args = args_class(**kwargs)
+    if args.world_size > 1 and not args.save_on_each_node and not output_dir_is_shared(args.output_dir,
+                                                                                      args.distributed_state):
+        # Machines that do not share a disk: Trainer's save_on_each_node has each machine's first process
+        # write checkpoints (model, optimizer, trainer state) into its own output_dir, so every machine can
+        # resume (each process writes its own RNG state and stream position either way). On a shared disk
+        # it stays off: two machines would write the same files at once.
+        args.save_on_each_node = True
+        if args.should_save:
+            logger.info("%s is not shared by all %d processes: each machine saves checkpoints and the final model "
+                        "into its own (save_on_each_node)", args.output_dir, args.world_size)
+    return args
 
 
 def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, data_collator,
                   compute_metrics=None, preprocess_logits_for_metrics=None, trainer_class=Trainer,
                   args_class=TrainingArguments, extra_args=None, **trainer_kwargs) -> tuple[Trainer, LossCurveCallback]:
     args = training_arguments(recipe, eval_dataset is not None, args_class, **(extra_args or {}))
+    if args.save_on_each_node and hasattr(model, "should_save_on_this_rank"):
+        # transformers 5.24's save_pretrained writes weights on global rank 0 only, whatever is_main_process
+        # Trainer passes (True on each machine's first process under save_on_each_node): the other machines'
+        # checkpoints and final folder would hold no weights. The model then follows Trainer's choice.
+        model.should_save_on_this_rank = lambda is_main_process: is_main_process
     curve = LossCurveCallback(args.output_dir)
     trainer_class = type(
         f"Hfpipe{trainer_class.__name__}", (CompleteCheckpointsMixin, LossCountsMixin, trainer_class), {}
     )
+    budget_callbacks = []
+    if recipe.train.time_budget is not None:
+        budget = TimeBudget(parse_duration(recipe.train.time_budget))
+        trainer_class = budget_trainer(trainer_class, budget, recipe.train.warmup_ratio, recipe.train.lr_scheduler_type)
+        budget_callbacks.append(TimeBudgetCallback(budget))
     trainer = trainer_class(
         model=model,
         args=args,
@@ -223,7 +275,7 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
         processing_class=processing_class,
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-        callbacks=[curve, NonFiniteLossCallback()]
+        callbacks=[curve, NonFiniteLossCallback(), *budget_callbacks]
         + ([PushCheckpointsCallback(recipe)] if recipe.hub.push and recipe.hub.hub_strategy == "every_save" else []),
         **trainer_kwargs,
     )
@@ -272,7 +324,7 @@ def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: di
     train_metrics = dict(train_result.metrics) if train_result is not None else {}
     if eval_metrics is not None:
         eval_metrics = {standard_metric_name(k): v for k, v in eval_metrics.items()}
-    if trainer.is_world_process_zero():
+    if trainer.args.should_save:  # with save_on_each_node, every machine's folder is a whole run
         recipe.save_yaml(output_dir / "recipe.yaml")
         if train_metrics:
             write_json(output_dir / "train_results.json", train_metrics)
@@ -283,6 +335,7 @@ def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: di
         trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
         _write_card(output_dir, recipe, eval_metrics or {}, model_name=model_name, task=task,
                     datasets=datasets, base_model=base_model)
+    if trainer.is_world_process_zero():
         shown = {k: v for k, v in (eval_metrics or {}).items() if not k.endswith(("_runtime", "per_second"))}
         shown["train_loss"] = train_metrics.get("train_loss", float("nan"))
         shown["train_steps"] = trainer.state.global_step

@@ -32,7 +32,7 @@ def run(command, out):
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     """One tokenizer for every run, so that only the process layout differs."""
-    from hfpipe.data.corpus import embedded_corpus
+    from hfpipe.data.embedded_corpus import embedded_corpus
 
     folder = tmp_path_factory.mktemp("tok")
     corpus = folder / "corpus.txt"

@@ -27,12 +27,18 @@ def load_corpus(recipe):
     return load_corpus_and_mixture(recipe)[0]
 
 
-def load_corpus_and_mixture(recipe):
+def load_corpus_and_mixture(recipe, split: bool = False):
     """{"train", "validation"?} documents, and the data.sources Mixture (None for one source).
 
     A streamed corpus stays a stream: ``max_train_samples`` is a ``take``; its validation set is
     the source's own (files, a Hub validation split) or the first ``data.validation_samples``
     documents, materialised and skipped by training.
+
+    ``split``: a streamed training corpus comes back as this process's part (data.streaming.
+    split_for_this_process). The documents held out and ``max_train_samples`` are then shared evenly
+    between the processes' parts, each from the head of its part; every process holds the whole
+    validation set. (A skip before split_dataset_by_node is divided between the processes the same
+    way, so held out from the whole stream's head, it would be trained on and other documents skipped.)
     """
     from datasets import Dataset
 
@@ -54,6 +60,15 @@ def load_corpus_and_mixture(recipe):
     train = corpus["train"]
     if is_stream(train) and recipe.train.max_steps <= 0:
         raise InputError("train.max_steps: a streamed corpus has no length; expected a positive number of steps")
+    whole, rank, count = train, 0, 1
+    if split and is_stream(train):
+        from hfpipe.data.streaming import process_rank_and_count, split_for_this_process
+
+        rank, count = process_rank_and_count()
+        train = split_for_this_process(whole)
+        if count > 1:
+            logger.info("process %d of %d reads %d of the %d shards of the stream", rank, count, train.n_shards,
+                        whole.n_shards)
     num_held_out = data.validation_samples
     if is_stream(train) and not held_out and "validation" not in corpus and data.validation_split_percentage > 0:
         if not data.max_train_samples:
@@ -67,8 +82,13 @@ def load_corpus_and_mixture(recipe):
         held_out = True
     if held_out and "validation" not in corpus:
         if is_stream(train):
-            rows = list(train.take(num_held_out))
-            train = train.skip(num_held_out)
+            from datasets.distributed import split_dataset_by_node
+
+            shares = _even_shares(num_held_out, count)
+            parts = [whole] if count == 1 else [split_dataset_by_node(whole, rank=r, world_size=count)
+                                                for r in range(count)]
+            rows = [row for part, share in zip(parts, shares) for row in part.take(share)]
+            train = train.skip(shares[rank])
             validation = Dataset.from_dict({data.text_column: [row[data.text_column] for row in rows]})
         else:
             if num_held_out >= len(train):
@@ -81,7 +101,7 @@ def load_corpus_and_mixture(recipe):
         logger.info("validation: the first %d documents of the training data, not trained on", len(validation))
         corpus["validation"] = validation
     if data.max_train_samples:
-        train = train.take(data.max_train_samples) if is_stream(train) else train.select(
+        train = train.take(_even_shares(data.max_train_samples, count)[rank]) if is_stream(train) else train.select(
             range(min(data.max_train_samples, len(train))))
     corpus["train"] = train
     validation = corpus.get("validation")
@@ -91,6 +111,11 @@ def load_corpus_and_mixture(recipe):
     return corpus, mixture
 
 
+def _even_shares(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` numbers that differ by at most one, the larger first."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
 def _expand(patterns) -> list[str]:
     """Recipe file lists allow globs ("c4/*.json"): each expands to its matches, sorted."""
     return [f for pattern in patterns for f in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])]
@@ -98,7 +123,8 @@ def _expand(patterns) -> list[str]:
 
 def _mixed_corpus(recipe):
     """data.sources: each source's documents (renamed to data.text_column), interleaved by weight."""
-    from hfpipe.data.corpus import interleave_sources, load_text_dataset
+    from hfpipe.data.corpus import load_text_dataset
+    from hfpipe.data.sampling import interleave_sources
 
     data = recipe.data
     parts, names = [], []

@@ -181,7 +181,8 @@ def streaming_trainer(trainer_class: type) -> type:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
             path = stream_state_path(folder, self.args.process_index)
-            path.write_text(json.dumps(state))
+            # with the number of processes: on machines that share no disk, each sees only its own files
+            path.write_text(json.dumps({**state, "processes": self.args.world_size}))
 
     StreamingTrainer.__name__ = StreamingTrainer.__qualname__ = f"Streaming{trainer_class.__name__}"
     return StreamingTrainer

@@ -15,12 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hfpipe.data.corpus import (
-    interleave_sources,
-    load_text_dataset,
-    sample_texts,
-    write_c4_like_shards,
-)
+from hfpipe.data.corpus import load_text_dataset
+from hfpipe.data.embedded_corpus import write_c4_like_shards
+from hfpipe.data.sampling import interleave_sources, sample_texts
 from hfpipe.recipes import Recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +74,7 @@ def test_streamed_objectives_cut_the_same_blocks_as_the_map_style_path(shards, t
 
 @pytest.mark.parametrize("objective", ["mlm_nsp", "sop"])
 def test_streamed_bert_pairs_equal_the_pairs_of_the_same_documents_in_order(shards, tokenizers, objective, tmp_path):
-    from hfpipe.data.corpus import sentences_dataset
+    from hfpipe.data.tokenized import sentences_dataset
     from hfpipe.data.nsp import BertPretrainingPairs
     from hfpipe.pretrain import OBJECTIVES
 
