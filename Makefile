@@ -6,7 +6,8 @@ PIP    := $(PY) -m pip
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-PYTEST := -m pytest -n 2 --dist loadgroup
+WORKERS ?= 2
+PYTEST := -m pytest -n $(WORKERS) --dist loadgroup
 
 .PHONY: setup demo test test-fast test-newest test-floors lock bench clean
 

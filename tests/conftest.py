@@ -27,6 +27,10 @@ def shared_data():
 
 
 def pytest_collection_modifyitems(config, items):
+    # Slow end-to-end tests first (a stable sort; every xdist worker collects the same order): the
+    # longest jobs start early, so the two workers finish together instead of one running a
+    # four-minute test alone at the end.
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if not torch.cuda.is_available():
         skip_gpu = pytest.mark.skip(reason="needs CUDA")
         for item in items:

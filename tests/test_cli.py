@@ -51,32 +51,12 @@ def test_plan_prints_chinchilla_optimum():
 
 def _pretrain(tmp_path, recipe, *extra):
     out = tmp_path / Path(recipe).stem
-    # the recipe's own accumulation and compile run in test_recipes_as_written.py; here they would only cost time
+    # the recipe's own accumulation, compile and bf16 run in test_recipes_as_written.py; here they would only cost time
     result = hfpipe("pretrain", RECIPES / "pretrain" / recipe, "--smoke", "--output-dir", out,
-                    "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false", *extra)
+                    "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
+                    "--set", "train.mixed_precision=no", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["bert-mlm-nsp.yaml", "roberta-mlm.yaml", "gpt-clm.yaml",
-                                    "t5-span-corruption.yaml", "t5-prefix-lm.yaml"])
-def test_pretraining_recipes_run_with_smoke_and_leave_a_loadable_model(tmp_path, recipe):
-    out, result = _pretrain(tmp_path, recipe)
-    for name in ("config.json", "model.safetensors", "recipe.yaml", "train_results.json", "eval_results.json",
-                 "README.md", "loss.png", "tokenizer.json"):
-        assert (out / name).is_file(), name
-    results = json.loads((out / "eval_results.json").read_text())
-    assert results["eval_loss"] > 0 and results["perplexity"] > 1
-    assert "Results" in result.stdout
-    # the model loads in plain transformers code with its tokenizer
-    code = ("import sys, transformers; c = transformers.AutoConfig.from_pretrained(sys.argv[1], trust_remote_code=True);"
-            "t = transformers.AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True);"
-            "print(c.model_type, len(t))")
-    loaded = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=tmp_path,
-                            stdin=subprocess.DEVNULL)
-    assert loaded.returncode == 0, loaded.stderr[-2000:]
-    assert loaded.stdout.startswith("hfpipe_")
 
 
 @pytest.mark.slow

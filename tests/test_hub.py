@@ -610,7 +610,7 @@ def test_a_run_resumes_exactly_from_checkpoints_pushed_to_the_hub(hub_server, tm
     """hub_strategy every_save pushes each checkpoint with its optimizer, scheduler and RNG state
     as safetensors (no pickles); a fresh machine (new HF_HOME, empty output folder) resumes from
     ``org/name@commit`` and ends bitwise equal to the uninterrupted run."""
-    from hfpipe.data.corpus import embedded_corpus
+    from hfpipe.data.embedded_corpus import embedded_corpus
     from hfpipe.tokenization import train_tokenizer
     from safetensors.torch import load_file
 
@@ -623,7 +623,9 @@ def test_a_run_resumes_exactly_from_checkpoints_pushed_to_the_hub(hub_server, tm
             [sys.executable, "-m", "hfpipe", "pretrain", str(REPO_ROOT / "recipes" / "pretrain" / "gpt-clm.yaml"),
              "--smoke", "--max-steps", "6", "--output-dir", str(out), "--set", "train.save_steps=3",
              "--set", f"tokenizer.name_or_path={tmp_path / 'tok'}",
-             "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false", *extra],  # accumulation and compile: test_recipes_as_written.py
+             # accumulation, compile and bf16: test_recipes_as_written.py
+             "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
+             "--set", "train.mixed_precision=no", *extra],
             env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
 

@@ -17,9 +17,11 @@ VOCAB = 1000
 SETTINGS = ["--smoke", "--max-steps", "300", "--set", "train.learning_rate=2.0e-3", "--set",
             "train.per_device_train_batch_size=16", "--set", "data.max_train_samples=3000", "--set",
             f"tokenizer.vocab_size={VOCAB}", "--set", "train.eval_steps=300", "--set", "train.save_steps=1000",
-            # learning is measured per optimizer step of 16 examples; the recipe's own accumulation
-            # and compile run in test_recipes_as_written.py
-            "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false"]
+            # learning is measured per optimizer step of 16 examples, in float32: the recipe's own
+            # accumulation, compile and bf16 autocast run in test_recipes_as_written.py (bf16 matmuls
+            # on a CPU without AMX are ~10x slower than float32 ones)
+            "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
+            "--set", "train.mixed_precision=no"]
 
 
 def pretrain(tmp_path, recipe, *extra):

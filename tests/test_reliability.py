@@ -102,8 +102,10 @@ def _pretrain_args(recipe, out, steps, *extra):
     return [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPES / "pretrain" / recipe), "--smoke",
             "--max-steps", str(steps), "--output-dir", str(out), "--set", "train.save_steps=3",
             "--set", "train.save_total_limit=5",
-            # the recipe's own accumulation and compile run in test_recipes_as_written.py; here they would only cost time
-            "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false", *extra]
+            # the recipe's own accumulation, compile and bf16 run in test_recipes_as_written.py (and a streamed
+            # bf16 run resumes bitwise in tests/data/test_streaming.py); here they would only cost time
+            "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
+            "--set", "train.mixed_precision=no", *extra]
 
 
 def _kill_when(path_predicate, process, timeout=600):
@@ -123,7 +125,7 @@ def _kill_when(path_predicate, process, timeout=600):
 def _tokenizer(tmp_path, family):
     """tokenizers' WordPiece/Unigram training is not bit-reproducible across processes (tie
     order), so runs compared bitwise share one tokenizer; a resumed run reuses its own."""
-    from hfpipe.data.corpus import embedded_corpus
+    from hfpipe.data.embedded_corpus import embedded_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(embedded_corpus()[:1000]))
@@ -211,7 +213,7 @@ def test_tokenizer_larger_than_the_model_vocabulary_exits_2(tmp_path, capsys):
     import hfpipe
     from transformers import AutoModelForCausalLM
 
-    from hfpipe.data.corpus import embedded_corpus
+    from hfpipe.data.embedded_corpus import embedded_corpus
     from hfpipe.tokenization import train_tokenizer
 
     tokenizer = train_tokenizer(embedded_corpus()[:300], family="decoder", vocab_size=600)

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 import hfpipe
-from hfpipe.data.corpus import embedded_corpus
+from hfpipe.data.embedded_corpus import embedded_corpus
 from hfpipe.errors import InputError
 from hfpipe.tasks import sft
 from hfpipe.tokenization import train_tokenizer
@@ -186,7 +186,9 @@ def test_sft_recipe_trains_on_jsonl_and_learns(tmp_path, recipe):
         base = ["--model", base_dir]
     result = _hfpipe("finetune", ROOT / "recipes" / recipe, "--smoke", "--train-file", train,
                      "--validation-file", dev, "--output-dir", out, "--max-steps", "40", *base,
-                     "--set", "train.learning_rate=3.0e-3", "--set", "train.eval_steps=20")
+                     "--set", "train.learning_rate=3.0e-3", "--set", "train.eval_steps=20",
+                     # float32: the recipes' bf16 autocast runs in test_recipes_as_written.py, ~10x slower on CPU
+                     "--set", "train.mixed_precision=no")
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((out / "loss_history.json").read_text())
     evals = [loss for _, loss in history["eval"]]
