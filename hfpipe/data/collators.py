@@ -29,7 +29,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 
-from hfpipe.data.packing import document_position_ids
+from hfpipe.data.packing import document_position_ids, input_id_rows
 from hfpipe.data.span_corruption import (
     DataCollatorForSpanCorruption,
     shift_right,
@@ -48,16 +48,6 @@ __all__ = [
     "span_corruption_lengths",
     "ul2_lengths",
 ]
-
-
-def _input_ids(examples: Sequence[Mapping[str, Any] | Sequence[int]], collator: str) -> list[Sequence[int]]:
-    rows = []
-    for i, example in enumerate(examples):
-        row = example.get("input_ids") if isinstance(example, Mapping) else example
-        if row is None:
-            raise InputError(f"{collator}: example {i} has no 'input_ids' (keys: {sorted(example)})")
-        rows.append(row)
-    return rows
 
 
 def without_full_attention_mask(batch: dict) -> dict:
@@ -161,7 +151,7 @@ class DataCollatorForBertPretraining:
                               self.random_replace_prob, max_span_length=1, seed=self.seed)
 
     def __call__(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> dict[str, torch.Tensor]:
-        rows = _input_ids(examples, "DataCollatorForBertPretraining")
+        rows = input_id_rows(examples, "DataCollatorForBertPretraining")
         features = [{"input_ids": list(row)} for row in rows]
         for key in ("token_type_ids", "next_sentence_label"):
             if all(isinstance(example, Mapping) and key in example for example in examples):
@@ -218,7 +208,7 @@ class DataCollatorForCausalLM(DataCollatorForLanguageModeling):
                                  "give document_separator_id")
 
     def torch_call(self, examples: list[Any]) -> dict[str, Any]:
-        rows = _input_ids(examples, "DataCollatorForCausalLM")
+        rows = input_id_rows(examples, "DataCollatorForCausalLM")
         batch = dict(
             pad_without_fast_tokenizer_warning(
                 self.tokenizer, [{"input_ids": list(row)} for row in rows],
@@ -271,7 +261,7 @@ class DataCollatorForPrefixLM:
         return -(-width // multiple) * multiple
 
     def __call__(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> dict[str, torch.Tensor]:
-        rows = _input_ids(examples, "DataCollatorForPrefixLM")
+        rows = input_id_rows(examples, "DataCollatorForPrefixLM")
         lengths = torch.tensor([len(row) for row in rows])
         if (lengths < 2).any():
             i = int(torch.nonzero(lengths < 2)[0])
@@ -323,7 +313,7 @@ class ReproducibleCollator:
 
     def batch_seed(self, examples) -> int:
         digest = hashlib.blake2b(str(self.seed).encode(), digest_size=8)
-        for ids in _input_ids(examples, type(self.collator).__name__):
+        for ids in input_id_rows(examples, type(self.collator).__name__):
             digest.update(np.asarray(ids, dtype=np.int64).tobytes())
             digest.update(b"|")
         return int.from_bytes(digest.digest(), "little") & (2**63 - 1)

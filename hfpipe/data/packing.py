@@ -41,6 +41,29 @@ __all__ = ["PackingCounter", "PackingStats", "document_position_ids", "pack_data
 logger = logging.getLogger(__name__)
 
 
+def input_id_rows(examples: Sequence[Mapping[str, Any] | Sequence[int]], collator: str) -> list[Sequence[int]]:
+    """The token ids of each example given to a collator: a mapping's ``input_ids``, or the ids themselves."""
+    rows = []
+    for i, example in enumerate(examples):
+        row = example.get("input_ids") if isinstance(example, Mapping) else example
+        if row is None:
+            raise InputError(f"{collator}: example {i} has no 'input_ids' (keys: {sorted(example)})")
+        rows.append(row)
+    return rows
+
+
+def fixed_length_rows(examples: Sequence[Mapping[str, Any] | Sequence[int]], length: int, collator: str,
+                      why: str) -> np.ndarray:
+    """(B, length) int64 token ids of blocks that must be exactly ``length`` long (T5's and UL2's raw
+    blocks, sized so that corruption gives their exact lengths); ``why`` says where the length comes from."""
+    rows = input_id_rows(examples, collator)
+    for i, row in enumerate(rows):
+        if len(row) != length:
+            raise InputError(f"{collator} example {i}: input_ids holds {len(row)} tokens, expected exactly {length} "
+                             f"({why}); pack the corpus into blocks of that size")
+    return np.asarray(rows, dtype=np.int64).reshape(len(rows), length)
+
+
 def _check_block_size(block_size: int) -> None:
     if not isinstance(block_size, int) or block_size < 1:
         raise InputError(f"block_size: expected a positive integer, got {block_size!r}")

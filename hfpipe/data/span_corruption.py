@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hfpipe.data.packing import fixed_length_rows
 from hfpipe.errors import InputError
 
 # The one shift_right (models and collators alike): it lives with the model files, which travel
@@ -273,16 +274,11 @@ class DataCollatorForSpanCorruption:
         return self._rng
 
     def _raw_tokens(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> np.ndarray:
-        rows = [ex["input_ids"] if isinstance(ex, Mapping) else ex for ex in examples]
-        for i, row in enumerate(rows):
-            if len(row) != self.raw_tokens_length:
-                raise InputError(
-                    f"span corruption example {i}: input_ids holds {len(row)} tokens, expected exactly "
-                    f"{self.raw_tokens_length} (raw_tokens_length for input_length={self.input_length}, "
-                    f"noise_density={self.noise_density}, mean_noise_span_length={self.mean_noise_span_length}); "
-                    "pack the corpus into blocks of that size"
-                )
-        return np.asarray([np.asarray(row, dtype=np.int64) for row in rows], dtype=np.int64)
+        return fixed_length_rows(
+            examples, self.raw_tokens_length, "span corruption",
+            f"raw_tokens_length for input_length={self.input_length}, noise_density={self.noise_density}, "
+            f"mean_noise_span_length={self.mean_noise_span_length}",
+        )
 
     def _corrupt_document(self, document: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One document (n,) -> (inputs, targets), EOS-terminated, as a block of n tokens alone."""

@@ -58,6 +58,7 @@ from hfpipe.data.span_corruption import (
     shift_right,
     span_corruption_lengths,
 )
+from hfpipe.data.packing import fixed_length_rows
 from hfpipe.errors import InputError
 
 __all__ = [
@@ -290,14 +291,8 @@ class DataCollatorForUL2:
     _generator = DataCollatorForSpanCorruption._generator
 
     def _raw_tokens(self, examples: Sequence[Mapping[str, Any] | Sequence[int]]) -> np.ndarray:
-        rows = [ex["input_ids"] if isinstance(ex, Mapping) else ex for ex in examples]
-        wrong = next((i for i, row in enumerate(rows) if len(row) != self.block_length), None)
-        if wrong is not None:
-            raise InputError(
-                f"UL2 example {wrong}: input_ids holds {len(rows[wrong])} tokens, expected exactly {self.block_length} "
-                f"(ul2_lengths({self.input_length}, denoisers).block_length); pack the corpus into blocks of that size"
-            )
-        return np.asarray(rows, dtype=np.int64).reshape(len(rows), self.block_length)
+        return fixed_length_rows(examples, self.block_length, "UL2",
+                                 f"ul2_lengths({self.input_length}, denoisers).block_length")
 
     def _denoise(self, d: Denoiser, n: DenoiserLengths, paradigm_id: int, tokens: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
