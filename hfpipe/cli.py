@@ -142,22 +142,6 @@ def load_recipe_from_args(args, **extra):
     return recipe
 
 
-def preset_parameter_counts() -> dict[str, int]:
-    """Parameters of every hfpipe size preset, counted on the meta device (no memory, ~1 s)."""
-    import torch
-
-    from .models import MODEL_CLASSES, SIZE_PRESETS, config_for
-
-    counts = {}
-    with torch.device("meta"):
-        for family, sizes in SIZE_PRESETS.items():
-            model_class = next(iter(MODEL_CLASSES[family].values()))
-            for size in sizes:
-                model = model_class(config_for(family, size))
-                counts[f"{family} {size}"] = sum(p.numel() for p in model.parameters())
-    return counts
-
-
 def _run(module: str, function: str, *a, **kw):
     return getattr(importlib.import_module(f"hfpipe.{module}"), function)(*a, **kw)
 
@@ -210,7 +194,7 @@ def dispatch(args) -> int:
                 params = _run("plan", "recipe_parameter_count", recipe)
         result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,
                       gpu=args.gpu if args.gpu_hours is not None or args.recipe is not None else None,
-                      params=params, mfu=args.mfu, presets=preset_parameter_counts(), attention_flops=attention)
+                      params=params, mfu=args.mfu, attention_flops=attention)
         print(_run("plan", "format_plan", result))
     elif verb == "demo":
         _run("demo", "run_demo", args.output_dir)

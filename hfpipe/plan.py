@@ -24,6 +24,7 @@ x an assumed model-FLOPs utilisation, MFU, default 0.4); or a parameter count. U
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -32,11 +33,11 @@ from hfpipe.errors import InputError
 
 __all__ = [
     "CHINCHILLA_TOKENS_PER_PARAM",
-    "DEFAULT_PRESET_PARAMS",
     "GPU_PEAK_FLOPS",
     "attention_flops_per_token",
     "format_plan",
     "plan",
+    "preset_parameter_counts",
     "recipe_attention_flops_per_token",
 ]
 
@@ -70,22 +71,22 @@ GPU_PEAK_FLOPS: dict[str, float] = {
 _GPU_ALIASES = {"4090": "rtx4090", "rtx-4090": "rtx4090", "h100-sxm": "h100", "a100-sxm": "a100",
                 "a100-pcie": "a100", "rtx-a6000": "a6000", "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v4": "tpu-v4"}
 
-# Published parameter counts of the models hfpipe's size presets reproduce (mission.md; Turc et al.
-# 2019 for the small BERTs; Radford et al. 2019; Raffel et al. 2020). The CLI passes hfpipe's own
-# counts instead (hfpipe.models), so the names it shows are its presets.
-DEFAULT_PRESET_PARAMS: dict[str, float] = {
-    "BERT-tiny": 4.4e6,
-    "BERT-small": 29.1e6,
-    "BERT-base": 110e6,
-    "BERT-large": 340e6,
-    "GPT-2 small": 124e6,
-    "GPT-2 medium": 355e6,
-    "GPT-2 large": 774e6,
-    "GPT-2 XL": 1.5e9,
-    "T5-small": 60e6,
-    "T5-base": 220e6,
-    "T5-large": 770e6,
-}
+@functools.cache
+def preset_parameter_counts() -> dict[str, int]:
+    """Parameters of every hfpipe size preset (models.SIZE_PRESETS: "encoder base", ...), counted
+    on the meta device (no memory, ~1 s); base and large match the published models (test_parity)."""
+    import torch
+
+    from hfpipe.models import MODEL_CLASSES, SIZE_PRESETS, config_for
+
+    counts = {}
+    with torch.device("meta"):
+        for family, sizes in SIZE_PRESETS.items():
+            model_class = next(iter(MODEL_CLASSES[family].values()))
+            for size in sizes:
+                model = model_class(config_for(family, size))
+                counts[f"{family} {size}"] = sum(p.numel() for p in model.parameters())
+    return counts
 
 
 def _keys_per_sequence(length: int, causal: bool, window: int | None, dilation: int, global_tokens: int) -> float:
@@ -190,7 +191,7 @@ def plan(
     ``params`` (N), ``tokens`` (D), ``tokens_per_param`` (20), ``gpu``, ``gpu_peak_flops`` (FLOP/s),
     ``mfu``, ``gpu_hours`` (None without a GPU), ``nearest_preset`` and ``nearest_preset_params``
     (closest on a log scale among ``presets``: name -> parameter count; default
-    ``DEFAULT_PRESET_PARAMS``), ``attention_flops_per_token`` (A).
+    hfpipe's own presets, :func:`preset_parameter_counts`), ``attention_flops_per_token`` (A).
 
     ``attention_flops``: A, attention's training FLOPs per token at the run's length and pattern
     (:func:`attention_flops_per_token`); the budget is then C = (6 N + A) D with D = 20 N.
@@ -226,7 +227,7 @@ def plan(
         # C = (6 N + A) k N: the positive root of 6k N^2 + A k N - C = 0 (N = sqrt(C / 120) when A = 0)
         quadratic = FLOPS_PER_PARAM_TOKEN * k
         n = (-a * k + math.sqrt((a * k) ** 2 + 4 * quadratic * compute)) / (2 * quadratic)
-    preset, preset_params = _nearest_preset(n, DEFAULT_PRESET_PARAMS if presets is None else presets)
+    preset, preset_params = _nearest_preset(n, preset_parameter_counts() if presets is None else presets)
     return {
         "budget": budget,
         "compute_flops": compute,

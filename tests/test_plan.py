@@ -5,7 +5,7 @@ import math
 import pytest
 
 from hfpipe.errors import InputError
-from hfpipe.plan import DEFAULT_PRESET_PARAMS, GPU_PEAK_FLOPS, format_plan, plan
+from hfpipe.plan import GPU_PEAK_FLOPS, format_plan, plan, preset_parameter_counts
 
 
 def test_params_budget_matches_chinchilla():
@@ -55,15 +55,17 @@ def test_gpu_table_values():
 
 
 def test_nearest_preset_on_log_scale():
-    assert plan(params=115e6)["nearest_preset"] == "BERT-base"  # 110M beats GPT-2 small's 124M
-    assert plan(params=123e6)["nearest_preset"] == "GPT-2 small"
-    assert plan(params=70e9)["nearest_preset"] == "GPT-2 XL"
+    assert plan(params=115e6)["nearest_preset"] == "encoder base"  # BERT-base's 110M beats GPT-2 small's 124M
+    assert plan(params=123e6)["nearest_preset"] == "decoder base"
+    assert plan(params=70e9)["nearest_preset"] == "seq2seq large"  # the largest preset, T5-large's 738M
     # On a log scale 45M is nearer 60M than 29.1M: |ln(45/29.1)| = 0.436 > |ln(60/45)| = 0.288.
     assert plan(params=45e6, presets={"a": 29.1e6, "b": 60e6})["nearest_preset"] == "b"
     p = plan(params=1e9, presets={"encoder-base": 109_482_240, "encoder-large": 335_141_888})
     assert (p["nearest_preset"], p["nearest_preset_params"]) == ("encoder-large", 335_141_888)
     assert plan(params=1e9, presets={})["nearest_preset"] is None
-    assert set(DEFAULT_PRESET_PARAMS) >= {"BERT-base", "BERT-large", "GPT-2 small", "T5-base"}
+    counts = preset_parameter_counts()
+    assert set(counts) == {f"{f} {s}" for f in ("encoder", "decoder", "seq2seq") for s in ("tiny", "small", "base", "large")}
+    assert counts["encoder tiny"] < counts["encoder small"] < counts["encoder base"] < counts["encoder large"]
 
 
 def test_format_plan_lines():
