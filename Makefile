@@ -7,7 +7,8 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 WORKERS ?= 2
-PYTEST := -m pytest -n $(WORKERS) --dist loadgroup
+# --durations: CI's log shows where its time goes
+PYTEST := -m pytest -n $(WORKERS) --dist loadgroup --durations=25
 
 .PHONY: setup demo test test-fast test-newest test-floors lock bench clean
 

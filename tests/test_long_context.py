@@ -114,7 +114,7 @@ def test_long_encoder_recipe_runs_as_written_with_the_window(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "hfpipe", "pretrain", str(RECIPE), "--smoke", "--output-dir", str(out),
-         "--max-steps", "2", "--train-file", str(_wikipedia_parquet(tmp_path / "wikipedia.parquet"))],
+         "--max-steps", "1", "--train-file", str(_wikipedia_parquet(tmp_path / "wikipedia.parquet"))],
         capture_output=True, text=True, env=env, timeout=900, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr[-4000:]
