@@ -355,13 +355,15 @@ def blocked_attention(
     return out
 
 
+def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean "may attend" mask (...) as SDPA's additive bias (...): 0 where allowed, the dtype's
+    finite minimum elsewhere (not -inf: a row with nothing allowed stays finite, never NaN)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def _additive(masks: dict, name: str, dtype: torch.dtype) -> torch.Tensor:
-    """A cached boolean mask as SDPA's additive bias: 0 where allowed, the dtype's finite minimum
-    elsewhere (as the dense path: rows with nothing allowed stay finite)."""
+    """A cached boolean mask as its additive bias, made once per dtype."""
     key = (name, dtype)
     if key not in masks:
-        allowed = masks[name]
-        masks[key] = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min
-        )
+        masks[key] = additive_bias(masks[name], dtype)
     return masks[key]

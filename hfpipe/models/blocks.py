@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from .attention_patterns import (
     PatternContext,
+    additive_bias,
     blocked_attention,
     cross_document_allowed,
     document_ids,
@@ -307,9 +308,7 @@ def padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.d
     into NaN in the softmax.
     """
     allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, query_length, -1)  # (B, 1, T, S)
-    return torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device).masked_fill(  # (B, 1, T, S)
-        ~allowed, torch.finfo(dtype).min
-    )
+    return additive_bias(allowed, dtype)  # (B, 1, T, S)
 
 
 class TransformerStack(nn.Module):
@@ -379,8 +378,7 @@ class TransformerStack(nn.Module):
                       device) -> torch.Tensor:
         """The dense path of a pattern: its (B, 1|H, T, S) additive bias, position bias included."""
         allowed = context.allowed(query_length, key_length, local, device)[:, None]  # (B|1, 1, T, S)
-        # (B|1, 1, T, S)
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+        bias = additive_bias(allowed, dtype)  # (B|1, 1, T, S)
         if self.relative_position_bias is not None:
             bias = bias + self.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (B|1, H, T, S)
         return bias
@@ -395,7 +393,7 @@ class TransformerStack(nn.Module):
         if needs_causal_mask or (self.causal and self.relative_position_bias is not None and query_length > 1):
             query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]  # (T, 1)
             future = torch.arange(key_length, device=device)[None, :] > query_pos  # (T, S)
-            causal = torch.zeros(future.shape, dtype=dtype, device=device).masked_fill(future, torch.finfo(dtype).min)
+            causal = additive_bias(~future, dtype)  # (T, S)
             # (1|B, 1, T, S)
             bias = causal[None, None] if bias is None else bias.masked_fill(future, torch.finfo(dtype).min)
         if self.relative_position_bias is not None:
@@ -483,9 +481,7 @@ class TransformerStack(nn.Module):
                 position_ids.expand(batch, -1), encoder_position_ids.to(device).expand(batch, -1),
                 None if encoder_attention_mask is None else encoder_attention_mask.to(device),
             )[:, None]
-            encoder_attention_bias = torch.zeros(cross_allowed.shape, dtype=dtype, device=device).masked_fill(
-                ~cross_allowed, torch.finfo(dtype).min
-            )
+            encoder_attention_bias = additive_bias(cross_allowed, dtype)  # (B, 1, T, S_enc)
         elif encoder_hidden_states is not None and encoder_attention_mask is not None:
             encoder_attention_bias = padding_bias(encoder_attention_mask, query_length, dtype)  # (B, 1, T, S_enc)
 
