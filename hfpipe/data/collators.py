@@ -29,7 +29,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 from transformers.data.data_collator import pad_without_fast_tokenizer_warning
 
-from hfpipe.data.packing import document_position_ids, input_id_rows
+from hfpipe.data.packing import document_position_ids, document_separator, input_id_rows
 from hfpipe.data.span_corruption import (
     DataCollatorForSpanCorruption,
     shift_right,
@@ -138,10 +138,7 @@ class DataCollatorForBertPretraining:
         self._special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)), dtype=torch.long)
         self._word_masker = self._make_word_masker() if self.whole_word_mask else None
         if self.document_mask and self.document_separator_id is None:
-            self.document_separator_id = self.tokenizer.sep_token_id
-            if self.document_separator_id is None:
-                raise InputError(f"document_mask: {type(self.tokenizer).__name__} has no sep_token_id; "
-                                 "give document_separator_id")
+            self.document_separator_id = document_separator(self.tokenizer, "sep_token_id")
 
     def _make_word_masker(self):
         # Imported here: span_masking builds its collator on this module.
@@ -202,10 +199,7 @@ class DataCollatorForCausalLM(DataCollatorForLanguageModeling):
             raise InputError("DataCollatorForCausalLM is for causal LM; use DataCollatorForBertPretraining for MLM")
         super().__post_init__()
         if self.document_mask and self.document_separator_id is None:
-            self.document_separator_id = self.tokenizer.eos_token_id
-            if self.document_separator_id is None:
-                raise InputError(f"document_mask: {type(self.tokenizer).__name__} has no eos_token_id; "
-                                 "give document_separator_id")
+            self.document_separator_id = document_separator(self.tokenizer, "eos_token_id")
 
     def torch_call(self, examples: list[Any]) -> dict[str, Any]:
         rows = input_id_rows(examples, "DataCollatorForCausalLM")

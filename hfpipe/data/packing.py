@@ -69,6 +69,15 @@ def _check_block_size(block_size: int) -> None:
         raise InputError(f"block_size: expected a positive integer, got {block_size!r}")
 
 
+def document_separator(tokenizer: Any, attribute: str) -> int:
+    """The id that ends each packed document, the tokenizer's ``attribute`` (``sep_token_id`` for BERT's
+    blocks, ``eos_token_id`` for GPT's and T5's), or one error line when it has none."""
+    separator = getattr(tokenizer, attribute)
+    if separator is None:
+        raise InputError(f"document_mask: {type(tokenizer).__name__} has no {attribute}; give document_separator_id")
+    return separator
+
+
 def document_position_ids(input_ids, separator_id: int):
     """input_ids (B, T) of packed blocks -> position_ids (B, T) restarting at 0 after each separator.
 
