@@ -136,7 +136,8 @@ def _mixed_corpus(recipe):
         if column != data.text_column:
             part = part.rename_column(column, data.text_column)
         parts.append(part)
-        names.append(source.name or source.dataset or Path(source.files[0]).stem or f"source{i}")
+        names.append(source.name or source.dataset or (Path(source.files[0]).stem if source.files else "embedded")
+                     or f"source{i}")
     mixed, mixture = interleave_sources(parts, [s.weight for s in data.sources], names, recipe.train.seed)
     logger.info("data: %s interleaved with probabilities %s (seed %d)", ", ".join(names),
                 ", ".join(f"{w:.3f}" for w in mixture.weights), recipe.train.seed)

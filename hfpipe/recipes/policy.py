@@ -131,6 +131,8 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
         "train.save_total_limit": 2,
         "hub.push": False,
     })
+    if recipe.train.time_budget is not None:
+        out["train.time_budget"] = "30s"  # the budget is a size: its schedule still runs start to end
     return out
 
 

@@ -123,8 +123,9 @@ def validate(r: Recipe, where: str) -> None:
     if d.sources and (d.dataset is not None or d.train_files):
         raise error(where, "data.sources", "a mixture replaces data.dataset and data.train_files: give one of them")
     for i, source in enumerate(d.sources):
-        if (source.dataset is None) == (not source.files):
-            raise error(where, f"data.sources[{i}]", "expected exactly one of dataset (a Hub name) or files")
+        if (source.dataset is not None) + bool(source.files) + source.embedded != 1:
+            raise error(where, f"data.sources[{i}]",
+                        "expected exactly one of dataset (a Hub name), files or embedded: true")
         for j, name in enumerate(source.files):
             check_data_file(name, f"data.sources[{i}].files[{j}]", where)
     if r.hub.push and not r.hub.repo_id:

@@ -180,6 +180,7 @@ class SourceSection:
     dataset: str | None = None  # Hub dataset name (or files)
     dataset_config: str | None = None  # Hub dataset config
     files: list[str] = field(default_factory=list)  # local files (globs allowed)
+    embedded: bool = False  # hfpipe's embedded corpus (the standard library's docstrings) instead
     text_column: str | None = None  # its text column; None: data.text_column
     name: str | None = None  # how the logs and train_results.json name it; None: the dataset or first file
 
