@@ -217,14 +217,20 @@ class HfpipeEncoderConfig(HfpipeConfig):
             row-major order (with it, training makes no logits). Evaluation and inference always
             give (batch, length, vocab). Eager only: under torch.compile every position goes
             through the head (same loss), as the gather's data-dependent size would break the graph.
+        classifier_pooling: what the pooler (and so the NSP and sequence-classification heads)
+            reads: "cls", the first token (BERT), or "mean", the mean of the unpadded tokens
+            (ModernBERT's option of the same name; Sentence-BERT's pooling).
     """
 
     model_type = "hfpipe_encoder"
 
     # transformers 5 replaces the __init__ of a config subclass that does not define one
     # with a generated dataclass __init__, which would skip HfpipeConfig's.
-    def __init__(self, sparse_prediction: bool = False, **kwargs):
+    def __init__(self, sparse_prediction: bool = False, classifier_pooling: str = "cls", **kwargs):
+        if classifier_pooling not in ("cls", "mean"):
+            raise ValueError(f"classifier_pooling must be 'cls' or 'mean', got {classifier_pooling!r}")
         self.sparse_prediction = sparse_prediction
+        self.classifier_pooling = classifier_pooling
         super().__init__(**kwargs)
 
 

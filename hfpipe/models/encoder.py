@@ -45,15 +45,27 @@ class HfpipeEncoderPreTrainedModel(HfpipePreTrainedModel):
 
 
 class Pooler(nn.Module):
-    """BERT's pooler: tanh(dense(h_[CLS])), the input of the NSP and classification heads."""
+    """BERT's pooler: tanh(dense(h)), the input of the NSP and classification heads, where h is
+    h_[CLS] or, with ``classifier_pooling="mean"``, the mean over the unpadded tokens."""
 
     def __init__(self, config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.mean = getattr(config, "classifier_pooling", "cls") == "mean"
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B, C)"""
-        return torch.tanh(self.dense(hidden_states[:, 0]))
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C), padding mask (B, T) -> (B, C)"""
+        if not self.mean:
+            return torch.tanh(self.dense(hidden_states[:, 0]))
+        if attention_mask is None:
+            return torch.tanh(self.dense(hidden_states.mean(dim=1)))
+        if attention_mask.dim() != 2:
+            raise ValueError(f"classifier_pooling='mean' needs a (batch, length) padding mask, got shape "
+                             f"{tuple(attention_mask.shape)}")
+        # prefix tuning (peft) widens the mask by its virtual tokens, which come first
+        weights = attention_mask[:, -hidden_states.shape[1]:].to(hidden_states.dtype).unsqueeze(-1)  # (B, T, 1)
+        mean = (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+        return torch.tanh(self.dense(mean))
 
 
 class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
@@ -99,7 +111,7 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
             output_hidden_states=bool(output_hidden_states),
             global_attention_mask=global_attention_mask,
         )
-        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        pooled = self.pooler(hidden_states, attention_mask) if self.pooler is not None else None
         return BaseModelOutputWithPooling(
             last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden_states
         )

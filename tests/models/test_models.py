@@ -228,6 +228,23 @@ def test_regression_head_for_one_label():
     assert abs(out.loss.item() - (out.logits.item() - 2.5) ** 2) < 1e-5
 
 
+def test_mean_pooling_reads_the_unpadded_tokens_only():
+    model = build(AutoModelForSequenceClassification, "encoder", classifier_pooling="mean", num_labels=2)
+    ids = torch.randint(5, VOCAB, (1, 6))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 3)], dim=1).long()
+    alone = model(input_ids=ids, attention_mask=torch.ones(1, 6, dtype=torch.long)).logits
+    torch.testing.assert_close(model(input_ids=padded, attention_mask=mask).logits, alone)
+    hidden = model.model(input_ids=ids).last_hidden_state
+    expected = model.classifier(torch.tanh(model.model.pooler.dense(hidden.mean(dim=1))))
+    torch.testing.assert_close(alone, expected)
+    cls = build(AutoModelForSequenceClassification, "encoder", num_labels=2)
+    cls.load_state_dict(model.state_dict())  # the same weights read [CLS] instead: other logits
+    assert not torch.allclose(cls(input_ids=ids).logits, alone)
+    with pytest.raises(ValueError, match="classifier_pooling must be 'cls' or 'mean'"):
+        tiny("encoder", classifier_pooling="max")
+
+
 def test_pretraining_loss_is_mlm_plus_nsp():
     model = build(AutoModelForPreTraining, "encoder")
     ids = torch.randint(5, VOCAB, (2, 8))
