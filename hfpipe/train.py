@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -161,13 +162,23 @@ class LossCurveCallback(TrainerCallback):
         self.output_dir = Path(output_dir)
         self.train: list[tuple[int, float]] = []
         self.eval: list[tuple[int, float]] = []
+        # Seconds since training began at each point above: loss against wall time (Cramming's axis).
+        self.train_seconds: list[float] = []
+        self.eval_seconds: list[float] = []
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
+        elapsed = round(time.monotonic() - self.started, 2)
         if "loss" in logs:
             self.train.append((state.global_step, float(logs["loss"])))
+            self.train_seconds.append(elapsed)
         if "eval_loss" in logs:
             self.eval.append((state.global_step, float(logs["eval_loss"])))
+            self.eval_seconds.append(elapsed)
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:  # the main process, or each machine's first with save_on_each_node
@@ -199,7 +210,8 @@ class LossCurveCallback(TrainerCallback):
         fig.savefig(path)
         plt.close(fig)
         (self.output_dir / "loss_history.json").write_text(
-            json.dumps({"train": self.train, "eval": self.eval}, indent=1)
+            json.dumps({"train": self.train, "eval": self.eval, "train_seconds": self.train_seconds,
+                        "eval_seconds": self.eval_seconds}, indent=1)
         )
         return path
 
