@@ -129,9 +129,10 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         name, revision = parse_model_reference(recipe.model.name_or_path)
         config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
         check_positions(recipe, config, positions_needed)
+        # model.config overrides apply to a checkpoint's config too (e.g. finetuning dropout)
         model = auto_class.from_pretrained(
             name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
-            **quantized_load_kwargs(recipe.quantization), **model_kwargs,
+            **quantized_load_kwargs(recipe.quantization), **{**recipe.model.config, **model_kwargs},
         )
     else:
         model = auto_class.from_config(new_model_config(recipe, tokenizer, positions_needed, **model_kwargs))
@@ -158,3 +159,20 @@ def check_positions(recipe, config, needed: int) -> None:
     raise InputError(f"task.max_seq_length {recipe.task.max_seq_length}{extra} = {needed} positions, but "
                      f"{recipe.model.name_or_path or 'the model'} has {table}: lower task.max_seq_length"
                      + (" or peft.num_virtual_tokens" if virtual else ""))
+
+
+def save_random_twin(checkpoint: str | Path, output_dir: str | Path, seed: int = 0) -> Path:
+    """The control of "does pretraining pay off?": ``checkpoint``'s class, config and tokenizer with
+    freshly initialised weights, saved to ``output_dir``. Finetuned by the same recipe, the two differ
+    only in what pretraining put into the weights."""
+    import torch
+
+    config = AutoConfig.from_pretrained(checkpoint)
+    model_class = getattr(models, config.architectures[0], None)
+    if model_class is None:
+        raise InputError(f"{checkpoint}: {config.architectures[0]} is not one of hfpipe's models; expected a "
+                         "checkpoint hfpipe pretrained")
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(output_dir)  # __init__ initialises the weights afresh
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(output_dir)
+    return Path(output_dir)
