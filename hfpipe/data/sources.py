@@ -130,13 +130,14 @@ def _mixed_corpus(recipe):
     parts, names = [], []
     for i, source in enumerate(data.sources):
         column = source.text_column or data.text_column
-        part = load_text_dataset(source=source.dataset, files=_expand(source.files) or None,
-                                 dataset_config=source.dataset_config, text_column=column,
-                                 streaming=data.streaming, validation_split_percentage=0)["train"]
+        # neither a dataset nor files: load_text_dataset's embedded corpus (source.embedded, by the rules)
+        dataset, files = (None, None) if source.embedded else (source.dataset, _expand(source.files) or None)
+        part = load_text_dataset(source=dataset, files=files, dataset_config=source.dataset_config,
+                                 text_column=column, streaming=data.streaming, validation_split_percentage=0)["train"]
         if column != data.text_column:
             part = part.rename_column(column, data.text_column)
         parts.append(part)
-        names.append(source.name or source.dataset or (Path(source.files[0]).stem if source.files else "embedded")
+        names.append(source.name or ("embedded" if source.embedded else source.dataset or Path(source.files[0]).stem)
                      or f"source{i}")
     mixed, mixture = interleave_sources(parts, [s.weight for s in data.sources], names, recipe.train.seed)
     logger.info("data: %s interleaved with probabilities %s (seed %d)", ", ".join(names),
