@@ -10,7 +10,7 @@ WORKERS ?= 2
 # --durations: CI's log shows where its time goes
 PYTEST := -m pytest -n $(WORKERS) --dist loadgroup --durations=25
 
-.PHONY: setup demo test test-fast test-newest test-floors lock bench clean
+.PHONY: setup demo test test-fast test-newest test-floors lock bench cram clean
 
 # A virtual environment of $(1) with hfpipe installed under the constraints file $(2).
 define make_venv
@@ -62,6 +62,11 @@ lock:
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# Does pretraining pay off? The three 30-minute CPU crams, then crammed vs random init downstream
+# (about 2.5 hours on two cores; needs ../shared/data). Results: experiments/results/cram/.
+cram: setup
+	$(PY) experiments/cram.py all
 
 clean:
 	rm -rf $(VENV) .venv-newest .venv-floors runs .pytest_cache

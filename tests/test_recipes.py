@@ -68,6 +68,7 @@ def test_every_interface_recipe_exists():
     expected |= {"finetune/sft.yaml", "peft/sft-lora.yaml"}  # instruction tuning, beyond interface.md's list
     expected |= {"finetune/squad-v1-t5.yaml", "finetune/conll2003-ner.yaml", "finetune/conll2003-pos.yaml"}
     expected |= {"pretrain/long-encoder.yaml"}  # 4096 tokens, sliding window + global [CLS]
+    expected |= {f"pretrain/cram-cpu-{f}.yaml" for f in ("encoder", "decoder", "seq2seq")}  # 30 min of 2 CPU cores
     assert expected == names
 
 

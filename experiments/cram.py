@@ -1,0 +1,391 @@
+"""Does pretraining pay off? A CPU cram of each family, then pretrained vs random init downstream.
+
+    python experiments/cram.py sizes      # choose size and vocabulary: short runs compared at equal time
+    python experiments/cram.py pretrain   # recipes/pretrain/cram-cpu-{encoder,decoder,seq2seq}.yaml as written
+    python experiments/cram.py finetune   # crammed vs random init, 3 seeds: SST-2 (+ MRPC, STS-B for the encoder)
+    python experiments/cram.py all        # the three in order (about 2.5 hours on two cores)
+
+Everything lands in runs/cram/ (models) and experiments/results/cram/ (tables, JSON, PNGs). The
+random-init twin of a crammed model is the same class built from the same config.json with the same
+tokenizer, so the two differ only in their weights; both are finetuned by the same recipe and seed.
+Needs ../shared/data (the text corpora, GLUE's SST-2, MRPC and STS-B TSVs, WikiText-2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hfpipe.build import save_random_twin
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RUNS = ROOT / "runs" / "cram"
+RESULTS = ROOT / "experiments" / "results" / "cram"
+FAMILIES = ("encoder", "decoder", "seq2seq")
+RECIPE = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml" for family in FAMILIES}
+HFPIPE = [sys.executable, "-m", "hfpipe"]
+
+# Size and vocabulary candidates, run side by side (one thread each) on the same short budget; the
+# recipes carry the winner. (hidden, layers, heads, FFN, vocabulary)
+CANDIDATES = {
+    "h128-l4-v8k": (128, 4, 2, 512, 8192),
+    "h256-l4-v8k": (256, 4, 4, 1024, 8192),
+    "h256-l4-v4k": (256, 4, 4, 1024, 4096),
+}
+
+# Finetuning: one recipe per (family, task), identical for the crammed model and its random twin.
+# SST-2: a fixed random subset of the 67k training phrases (finetuning all of them, 3 seeds x 2 inits x 3
+# families, would take hours on two cores); the dev set (872 sentences) whole.
+SST2_TRAIN = 8000
+GLUE = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B"}
+TASKS = {"encoder": ("sst2", "mrpc", "stsb"), "decoder": ("sst2",), "seq2seq": ("sst2",)}
+METRIC = {"sst2": "accuracy", "mrpc": "f1", "stsb": "pearson"}
+EPOCHS = {"sst2": 3, "mrpc": 3, "stsb": 3}
+OBJECTIVE = {"encoder": "masked LM", "decoder": "causal LM", "seq2seq": "span corruption"}
+SEEDS = (0, 1, 2)
+
+
+def run(command: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait(processes: dict[str, subprocess.Popen], logs: dict[str, Path]) -> None:
+    for name, process in processes.items():
+        if process.wait() != 0:
+            tail = "\n".join(logs[name].read_text(errors="replace").splitlines()[-15:])
+            raise SystemExit(f"{name} failed (exit {process.returncode}); the end of {logs[name]}:\n{tail}")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def nats_per_char(run_dir: Path, eval_loss: float) -> float:
+    """Held-out loss per character of text, so that runs with different vocabularies compare: the
+    loss per predicted token times the held-out set's tokens per character."""
+    from transformers import AutoTokenizer
+
+    from hfpipe.data.sources import load_corpus
+    from hfpipe.recipes import load_recipe
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    texts = list(load_corpus(recipe)["validation"][recipe.data.text_column])
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return eval_loss * tokens / sum(len(text) for text in texts)
+
+
+def parameters(run_dir: Path) -> int:
+    """Stored parameters (tied matrices once), read from the safetensors header without loading."""
+    from safetensors import safe_open
+
+    with safe_open(run_dir / "model.safetensors", "pt") as weights:
+        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+def sizes(families: tuple[str, ...], minutes: float) -> dict:
+    """Each family's candidates side by side, one thread each, `minutes` of budget each."""
+    results = load("sizes")
+    for family in families:
+        processes, logs = {}, {}
+        for name, (hidden, layers, heads, ffn, vocab) in CANDIDATES.items():
+            out = RUNS / "sizes" / family / name
+            if (out / "eval_results.json").is_file():
+                continue  # measured already
+            logs[name] = out.with_suffix(".log")
+            sets = {"model.config.hidden_size": hidden, "model.config.num_hidden_layers": layers,
+                    "model.config.num_attention_heads": heads, "model.config.intermediate_size": ffn,
+                    "tokenizer.vocab_size": vocab, "train.time_budget": f"{minutes}m", "train.eval_steps": 100000,
+                    "train.save_steps": 100000, "train.overwrite": True}
+            if family == "seq2seq":
+                sets["model.config.head_dim"] = hidden // heads
+            command = [*HFPIPE, "pretrain", str(RECIPE[family]), "--output-dir", str(out)]
+            command += [a for key, value in sets.items() for a in ("--set", f"{key}={value}")]
+            processes[name] = run(command, logs[name], threads=1)
+        wait(processes, logs)
+        for name in CANDIDATES:
+            out = RUNS / "sizes" / family / name
+            metrics, train = read_json(out / "eval_results.json"), read_json(out / "train_results.json")
+            results.setdefault(family, {})[name] = {
+                "eval_loss": metrics["eval_loss"], "nats_per_char": nats_per_char(out, metrics["eval_loss"]),
+                "steps": read_json(out / "trainer_state.json")["global_step"], "parameters": parameters(out),
+                "train_seconds": train["train_runtime"]}
+        print(table(f"{family}: {minutes} min each, three runs side by side on two cores",
+                    ["candidate (hidden, layers, vocabulary)", "parameters", "steps", "held-out loss / token",
+                     "held-out loss / character"],
+                    [[name, f"{r['parameters'] / 1e6:.2f}M", r["steps"], f"{r['eval_loss']:.3f}",
+                      f"{r['nats_per_char']:.3f}"] for name, r in results[family].items()]), flush=True)
+    save("sizes", results)
+    return results
+
+
+# ------------------------------------------------------------------------------------------- pretrain
+def pretrain(families: tuple[str, ...], side_by_side: bool, budget: str | None = None) -> dict:
+    """The cram recipes as written, one after the other on all cores, or side by side (one thread each);
+    ``budget`` replaces the recipes' 30 minutes."""
+    results = {}
+    batches = [families] if side_by_side else [(family,) for family in families]
+    sets = ["--set", "train.overwrite=true"] + (["--set", f"train.time_budget={budget}"] if budget else [])
+    for batch in batches:
+        processes = {f: run([*HFPIPE, "pretrain", str(RECIPE[f]), "--output-dir", str(RUNS / f), *sets],
+                            RUNS / f"{f}.log", threads=1 if side_by_side else None)
+                     for f in batch}
+        wait(processes, {f: RUNS / f"{f}.log" for f in batch})
+    for family in families:
+        out = RUNS / family
+        history = read_json(out / "loss_history.json")
+        results[family] = {"eval": read_json(out / "eval_results.json"), "train": read_json(out / "train_results.json"),
+                           "steps": read_json(out / "trainer_state.json")["global_step"], "history": history,
+                           "side_by_side": side_by_side}
+    save("pretrain", {**load("pretrain"), **results})
+    return results
+
+
+def perplexity() -> dict:
+    """The crammed decoder's perplexity on WikiText-2's validation text (``hfpipe evaluate`` of its recipe)."""
+    out = RESULTS / "wikitext2"
+    command = [*HFPIPE, "evaluate", str(RECIPE["decoder"]), "--model", str(RUNS / "decoder"), "--validation-file",
+               str(DATA / "text" / "wikitext2-tokenized-valid.txt"), "--output-dir", str(out)]
+    wait({"perplexity": run(command, RUNS / "perplexity.log")}, {"perplexity": RUNS / "perplexity.log"})
+    return read_json(out / "eval_results.json")
+
+
+def draw_curves() -> Path:
+    """Training and held-out loss against wall time, one panel per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load("pretrain")
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), dpi=100, squeeze=False)
+    for ax, (family, result) in zip(axes[0], runs.items()):
+        history = result["history"]
+        ax.plot([s / 60 for s in history["train_seconds"]], [loss for _, loss in history["train"]], label="training")
+        ax.plot([s / 60 for s in history["eval_seconds"]], [loss for _, loss in history["eval"]], marker="o",
+                label="held out")
+        other = RESULTS / "attempt2-preln-history.json"
+        if family == "encoder" and other.is_file():  # Cramming's pre-LN block, stopped after 20 minutes
+            other = read_json(other)
+            ax.plot([s / 60 for s in other["eval_seconds"]], [loss for _, loss in other["eval"]], marker="x",
+                    linestyle="--", label="held out, pre-LN without biases")
+        ax.set_title(f"{family} ({OBJECTIVE[family]})")
+        ax.set_xlabel("minutes of training")
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = RESULTS / "pretraining-loss-vs-time.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def draw_finetuning_curves() -> Path:
+    """SST-2 finetuning: training loss of the crammed model and of its random twin (every seed), one
+    panel per family; where the crammed model fits more slowly, the panel shows it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [f for f in FAMILIES if (RUNS / "finetune" / f / "sst2").is_dir()]
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.6), dpi=100, squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for init, color in (("crammed", "tab:blue"), ("random", "tab:orange")):
+            for seed in SEEDS:
+                for path in sorted((RUNS / "finetune" / family / "sst2").glob(f"{init}-seed{seed}*/loss_history.json")):
+                    steps, losses = zip(*read_json(path)["train"])
+                    ax.plot(steps, losses, color=color, alpha=0.7, label=init if seed == SEEDS[0] else None)
+        ax.set_title(f"{family}: SST-2 finetuning")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = RESULTS / "sst2-finetuning-loss.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- finetune
+def task_files(task: str) -> tuple[Path, Path]:
+    """GLUE's TSVs; for SST-2 a fixed random subset of SST2_TRAIN training phrases (seed 0)."""
+    import random
+
+    folder = DATA / "glue" / GLUE[task]
+    if task != "sst2":
+        return folder / "train.tsv", folder / "dev.tsv"
+    subset = RUNS / "data" / f"sst2-train-{SST2_TRAIN}.tsv"
+    if not subset.is_file():
+        header, *rows = (folder / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        subset.parent.mkdir(parents=True, exist_ok=True)
+        subset.write_text(header + "".join(random.Random(0).sample(rows, SST2_TRAIN)), encoding="utf-8")
+    return subset, folder / "dev.tsv"
+
+
+def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, pooling: str = "mean",
+                    epochs: float | None = None) -> Path:
+    """The one finetuning recipe of (family, task); only the model folder and seed vary."""
+    import yaml
+
+    train, dev = task_files(task)
+    # pretraining ran without dropout (Cramming); finetuning uses BERT's 0.1 for both inits
+    config = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+    if family == "encoder":
+        config["classifier_pooling"] = pooling  # README: [CLS] of a briefly MLM-trained encoder summarises little
+    recipe = {
+        "kind": "finetune",
+        "description": f"cram experiment: {family} on {task}",
+        "model": {"family": family, "name_or_path": str(model), "config": config},
+        "task": {"name": task, "max_seq_length": 128},
+        "data": {"train_files": [str(train)], "validation_files": [str(dev)]},
+        "train": {"output_dir": str(out), "num_train_epochs": epochs or EPOCHS[task], "per_device_train_batch_size": 32,
+                  "per_device_eval_batch_size": 128, "learning_rate": 1e-4, "weight_decay": 0.01,
+                  "lr_scheduler_type": "linear", "warmup_ratio": 0.1, "seed": seed, "logging_steps": 50,
+                  "eval_steps": 100000, "save_steps": 100000, "save_total_limit": 1, "overwrite": True,
+                  "report_to": []},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out.with_suffix(".yaml")
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean",
+             tasks: tuple[str, ...] = tuple(GLUE), epochs: float | None = None) -> dict:
+    """Every (family, task, init, seed) run, `parallel` at a time (one thread each when parallel > 1).
+    ``pooling``: the encoder's classifier input ("mean" in the results; "cls" for BERT's [CLS])."""
+    jobs = []
+    for family in families:
+        twin = RUNS / f"{family}-random"
+        if not (twin / "config.json").is_file():
+            save_random_twin(RUNS / family, twin)
+        for task in (t for t in TASKS[family] if t in tasks):
+            for init, model in (("crammed", RUNS / family), ("random", twin)):
+                for seed in SEEDS:
+                    folder = family if family != "encoder" or pooling == "mean" else f"{family}-{pooling}-pooling"
+                    name = f"{init}-seed{seed}" + (f"-{epochs:g}epochs" if epochs else "")
+                    out = RUNS / "finetune" / folder / task / name
+                    jobs.append(((family, task, init, seed), out,
+                                 finetune_recipe(family, task, model, out, seed, pooling, epochs)))
+    pending = [job for job in jobs if not (job[1] / "eval_results.json").is_file()]
+    while pending:
+        batch, pending = pending[:parallel], pending[parallel:]
+        logs = {str(key): out.with_suffix(".log") for key, out, _ in batch}
+        processes = {str(key): run([*HFPIPE, "finetune", str(recipe)], logs[str(key)],
+                                   threads=1 if parallel > 1 else None) for key, out, recipe in batch}
+        wait(processes, logs)
+    scores: dict = {}
+    for (family, task, init, seed), out, _ in jobs:
+        metrics = read_json(out / "eval_results.json")
+        entry = scores.setdefault(family, {}).setdefault(task, {})
+        entry.setdefault(init, []).append(100 * metrics[METRIC[task]])
+        entry["epochs"] = epochs or EPOCHS[task]
+    name = "finetune" if pooling == "mean" else f"finetune-{pooling}-pooling"
+    save(name, {**load(name), **scores})
+    return scores
+
+
+def report() -> str:
+    """The results as markdown (experiments/results/cram/results.md), printed too."""
+    pretrained, rows = load("pretrain"), []
+    for name, variant in (("finetune", ""), ("finetune-cls-pooling", ", [CLS] pooling")):
+        for family, tasks in load(name).items():
+            for task, inits in tasks.items():
+                crammed, random_init = inits["crammed"], inits["random"]
+                rows.append([family + variant, f"{GLUE[task]} dev {METRIC[task]}", f"{inits.get('epochs', 3):g}",
+                             spread(crammed), spread(random_init),
+                             f"{statistics.mean(crammed) - statistics.mean(random_init):+.1f}"])
+    text = table("Finetuned from the cram vs from random init (mean ± standard deviation over seeds "
+                 f"{', '.join(map(str, SEEDS))})", ["family", "task", "epochs", "crammed", "random init", "gain"], rows)
+    rows = []
+    for family, result in pretrained.items():
+        rows.append([family, OBJECTIVE[family], f"{result['train']['train_runtime'] / 60:.1f}", result["steps"],
+                     f"{result['eval']['eval_loss']:.3f}", f"{100 * result['eval'].get('token_accuracy', math.nan):.1f}%",
+                     "side by side, one core each" if result["side_by_side"] else "alone, two cores"])
+    text += "\n" + table("The crams", ["family", "objective", "minutes", "steps", "held-out loss / token",
+                                        "held-out token accuracy", "ran"], rows)
+    if (RESULTS / "wikitext2" / "eval_results.json").is_file():
+        ppl = read_json(RESULTS / "wikitext2" / "eval_results.json")
+        text += (f"\nWikiText-2 validation perplexity of the crammed decoder: **{ppl['perplexity']:.1f}** per token of "
+                 "its own byte-level BPE (8,192 pieces), on the file as distributed (word-tokenized, `<unk>` kept; "
+                 f"paragraphs joined by EOS): {ppl['eval_tokens']} tokens scored, windows of {ppl['max_length']} "
+                 f"tokens moving by {ppl['stride']}.\n")
+    (RESULTS / "results.md").write_text(text)
+    print(text)
+    return text
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def table(title: str, header: list[str], rows: list[list]) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def load(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def save(name: str, results: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("step", choices=["sizes", "pretrain", "finetune", "report", "all"])
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--size-minutes", type=float, default=4.0, help="budget of each size candidate")
+    parser.add_argument("--budget", help="pretraining budget instead of the recipes' 30m, e.g. 15m")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="pretrain the families at once, one thread each (less time, less compute each)")
+    parser.add_argument("--parallel", type=int, default=2, help="finetuning runs at once, one thread each")
+    parser.add_argument("--epochs", type=float, help="finetuning epochs instead of 3 (a shorter run; named in the "
+                        "run folders and the results)")
+    parser.add_argument("--tasks", nargs="+", choices=list(GLUE), default=list(GLUE), help="finetuning tasks")
+    parser.add_argument("--encoder-pooling", choices=["mean", "cls"], default="mean",
+                        help="the encoder classifier's input: mean of the tokens (default) or [CLS]")
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"experiments/cram.py: {DATA} is missing; expected the shared data folder", file=sys.stderr)
+        return 2
+    started, families = time.time(), tuple(args.families)
+    if args.step == "sizes":
+        sizes(families, args.size_minutes)
+    if args.step in ("pretrain", "all"):
+        pretrain(families, args.side_by_side, args.budget)
+        if "decoder" in families:
+            perplexity()
+    if args.step in ("finetune", "all"):
+        finetune(families, args.parallel, args.encoder_pooling, tuple(args.tasks), args.epochs)
+    if args.step in ("report", "all"):
+        draw_curves()
+        draw_finetuning_curves()
+        report()
+    print(f"done in {(time.time() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

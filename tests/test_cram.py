@@ -1,0 +1,168 @@
+"""Pretraining that pays off: the CPU crams as written, the random-init twin they are compared with,
+the experiment's finetuning recipes, and the demo that shows the gain on the embedded SST-2 slice."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+import hfpipe
+from hfpipe.build import load_tokenizer_and_model, save_random_twin
+from hfpipe.data.sources import load_corpus_and_mixture
+from hfpipe.errors import InputError
+from hfpipe.recipes import Recipe, load_recipe
+from hfpipe.tokenization import train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml" for family in ("encoder", "decoder", "seq2seq")}
+needs_shared = pytest.mark.skipif(not (SHARED / "text").is_dir(), reason="../shared/data is not here")
+
+
+def hfpipe_cli(*args, timeout=900):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # cwd: the crams name their corpora relative to the repository root, where users run them
+    return subprocess.run([sys.executable, "-m", "hfpipe", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.slow
+@needs_shared
+@pytest.mark.parametrize("family", list(CRAMS))
+def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path, family):
+    from test_recipes_as_written import _assert_a_finished_model
+
+    out = tmp_path / "out"
+    result = hfpipe_cli("pretrain", CRAMS[family], "--output-dir", out, "--set", "train.time_budget=15s")
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_a_finished_model(out, result)
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["TimeBudget"]["spent_seconds"] == pytest.approx(15, abs=5)
+    assert 0 < state["global_step"] < load_recipe(CRAMS[family]).train.max_steps
+    read = next(line for line in result.stderr.splitlines() if "data mixture as read" in line)
+    for source in ("war_and_peace", "tinyshakespeare", "wiki_00", "stdlib_docstrings"):
+        assert f"{source}: " in read and f"{source}: 0 documents" not in read
+    # loss against wall time, for the experiment's curves: one time per logged loss, in order
+    history = json.loads((out / "loss_history.json").read_text())
+    assert len(history["train_seconds"]) == len(history["train"]) > 1
+    assert history["train_seconds"] == sorted(history["train_seconds"])
+    assert len(history["eval_seconds"]) == len(history["eval"]) == 1
+
+
+def test_smoke_shrinks_a_time_budget_and_keeps_the_schedule_running_over_it():
+    for recipe in CRAMS.values():
+        full, smoke = load_recipe(recipe), load_recipe(recipe, smoke=True)
+        assert full.train.time_budget == "30m" and smoke.train.time_budget == "30s"
+        assert smoke.train.lr_scheduler_type == full.train.lr_scheduler_type == "linear"
+
+
+def test_a_mixture_source_is_exactly_one_of_a_dataset_files_or_the_embedded_corpus(tmp_path):
+    text = tmp_path / "novel.txt"
+    text.write_text("".join(f"Paragraph {i} of a novel, with a few words in it.\n\n" for i in range(40)))
+
+    def recipe(*sources):
+        return Recipe.from_dict({"kind": "pretrain", "model": {"family": "encoder", "size": "tiny"},
+                                 "objective": {"name": "mlm"}, "data": {"sources": list(sources)}}, "test")
+
+    mixed = recipe({"embedded": True, "weight": 1}, {"files": [str(text)], "weight": 1})
+    corpus, mixture = load_corpus_and_mixture(mixed)
+    assert mixture.names == ["embedded", "novel"] and all(count > 0 for count in mixture.counts)
+    assert any(row.startswith("Paragraph") for row in corpus["train"]["text"])
+    for bad in ({"weight": 1}, {"embedded": True, "files": [str(text)], "weight": 1}):
+        with pytest.raises(InputError, match=r"data.sources\[0\]: expected exactly one of dataset .*embedded: true"):
+            recipe(bad)
+
+
+@pytest.fixture
+def tiny_encoder(tmp_path):
+    tokenizer = train_tokenizer(["the cat sat on the mat", "a dog ran in the park"] * 20, family="encoder",
+                                vocab_size=60)
+    config = hfpipe.config_for("encoder", "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                               hidden_dropout_prob=0.0)
+    torch.manual_seed(1)
+    model = hfpipe.HfpipeEncoderForMaskedLM(config)
+    model.save_pretrained(tmp_path / "pretrained")
+    tokenizer.save_pretrained(tmp_path / "pretrained")
+    return tmp_path / "pretrained"
+
+
+def test_the_random_twin_is_the_same_model_and_tokenizer_with_fresh_weights(tiny_encoder, tmp_path):
+    twin = save_random_twin(tiny_encoder, tmp_path / "twin")
+    configs = [AutoConfig.from_pretrained(path).to_dict() for path in (twin, tiny_encoder)]
+    assert {k: v for k, v in configs[0].items() if k != "_name_or_path"} == \
+        {k: v for k, v in configs[1].items() if k != "_name_or_path"}
+    assert AutoTokenizer.from_pretrained(twin).get_vocab() == AutoTokenizer.from_pretrained(tiny_encoder).get_vocab()
+    pretrained, fresh = (hfpipe.HfpipeEncoderForMaskedLM.from_pretrained(p) for p in (tiny_encoder, twin))
+    differing = [name for name, weight in pretrained.state_dict().items()
+                 if not torch.equal(weight, fresh.state_dict()[name])]
+    matrices = [name for name, weight in pretrained.state_dict().items() if weight.dim() == 2]
+    assert matrices and set(matrices) <= set(differing)  # (LayerNorms start at 1 and 0 in both)
+    assert AutoModelForSequenceClassification.from_pretrained(twin, num_labels=2).num_labels == 2
+    # the same seed, the same twin: a control run can be repeated
+    again = save_random_twin(tiny_encoder, tmp_path / "again")
+    assert all(torch.equal(w, hfpipe.HfpipeEncoderForMaskedLM.from_pretrained(again).state_dict()[n])
+               for n, w in fresh.state_dict().items())
+
+
+def test_a_random_twin_of_a_foreign_checkpoint_is_one_clear_error(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(InputError, match="BertModel is not one of hfpipe's models"):
+        save_random_twin(tmp_path / "bert", tmp_path / "twin")
+
+
+def test_model_config_overrides_apply_to_a_checkpoint_being_finetuned(tiny_encoder, tmp_path):
+    recipe = Recipe.from_dict({"kind": "finetune",
+                               "model": {"family": "encoder", "name_or_path": str(tiny_encoder),
+                                         "config": {"hidden_dropout_prob": 0.3}},
+                               "task": {"name": "sst2"}, "train": {"output_dir": str(tmp_path / "out")}}, "test")
+    _, model = load_tokenizer_and_model(recipe, AutoModelForSequenceClassification, lambda: [], num_labels=2)
+    assert model.config.hidden_dropout_prob == 0.3
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} >= {0.3}
+
+
+@needs_shared
+def test_the_experiment_finetunes_both_inits_with_one_valid_recipe_per_family_and_task(tiny_encoder, tmp_path,
+                                                                                       monkeypatch):
+    spec = importlib.util.spec_from_file_location("cram_experiment", ROOT / "experiments" / "cram.py")
+    cram = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cram)
+    monkeypatch.setattr(cram, "RUNS", tmp_path)
+    models = {"crammed": tiny_encoder, "random": save_random_twin(tiny_encoder, tmp_path / "twin")}
+    for family, tasks in cram.TASKS.items():
+        for task in tasks:
+            recipes = [load_recipe(cram.finetune_recipe(family, task, model, tmp_path / "runs" / init / task, seed=1))
+                       for init, model in models.items()]
+            crammed, random_init = recipes
+            assert crammed.model.family == family and crammed.task.name == task
+            # identical but for the model folder and the output folder
+            assert crammed.train.learning_rate == random_init.train.learning_rate
+            assert crammed.data.train_files == random_init.data.train_files
+            assert crammed.model.config == random_init.model.config
+    subset = (tmp_path / "data" / f"sst2-train-{cram.SST2_TRAIN}.tsv").read_text().splitlines()
+    assert subset[0] == "sentence\tlabel" and len(subset) == cram.SST2_TRAIN + 1 and len(set(subset)) > 0.95 * len(subset)
+
+
+@pytest.mark.slow
+def test_the_demo_finetunes_the_pretrained_and_the_random_model_on_the_embedded_sst2_slice(tmp_path):
+    out = tmp_path / "demo"
+    result = hfpipe_cli("demo", "--output-dir", out, "--budget", "20s", "--epochs", "0.25")
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = result.stdout[result.stdout.index("hfpipe demo results"):]
+    for row in ("SST-2 dev accuracy, pretrained", "SST-2 dev accuracy, random init", "gain from pretraining"):
+        assert row in table
+    for run in ("finetune-pretrain", "finetune-random-init"):
+        metrics = json.loads((out / run / "eval_results.json").read_text())
+        assert 0 <= metrics["accuracy"] <= 1
+    # never pretrained on the sentences it is scored on
+    pretrained_text = set((out / "data" / "sst2-train-sentences.txt").read_text().splitlines())
+    dev = (Path(hfpipe.__file__).parent / "data" / "sst2" / "dev.tsv").read_text().splitlines()[1:]
+    assert len(pretrained_text) > 3000 and not pretrained_text & {line.split("\t")[0].strip() for line in dev}
