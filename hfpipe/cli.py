@@ -119,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpu", default="h100")
     plan.add_argument("--mfu", type=float, default=0.4)
 
-    demo = verbs.add_parser("demo", help="tokenizer -> pretrain -> finetune -> evaluate on embedded data")
+    demo = verbs.add_parser("demo", help="tokenizer -> pretrain -> finetune pretrained and random init -> evaluate, "
+                                         "on embedded data")
     demo.add_argument("--output-dir", default="runs/demo")
+    demo.add_argument("--budget", default="4m", help="pretraining's wall-clock budget, e.g. 4m, 90s (default: 4m)")
+    demo.add_argument("--epochs", type=float, default=3, help="finetuning epochs over the SST-2 slice (default: 3)")
     return parser
 
 
@@ -197,7 +200,7 @@ def dispatch(args) -> int:
                       params=params, mfu=args.mfu, attention_flops=attention)
         print(_run("plan", "format_plan", result))
     elif verb == "demo":
-        _run("demo", "run_demo", args.output_dir)
+        _run("demo", "run_demo", args.output_dir, budget=args.budget, epochs=args.epochs)
     return 0
 
 

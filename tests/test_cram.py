@@ -21,7 +21,8 @@ from hfpipe.tokenization import train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml" for family in ("encoder", "decoder", "seq2seq")}
+CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml"
+         for family in ("encoder", "decoder", "seq2seq")}
 needs_shared = pytest.mark.skipif(not (SHARED / "text").is_dir(), reason="../shared/data is not here")
 
 
@@ -39,11 +40,11 @@ def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path,
     from test_recipes_as_written import _assert_a_finished_model
 
     out = tmp_path / "out"
-    result = hfpipe_cli("pretrain", CRAMS[family], "--output-dir", out, "--set", "train.time_budget=15s")
+    result = hfpipe_cli("pretrain", CRAMS[family], "--output-dir", out, "--set", "train.time_budget=10s")
     assert result.returncode == 0, result.stderr[-4000:]
     _assert_a_finished_model(out, result)
     state = json.loads((out / "trainer_state.json").read_text())
-    assert state["stateful_callbacks"]["TimeBudget"]["spent_seconds"] == pytest.approx(15, abs=5)
+    assert state["stateful_callbacks"]["TimeBudget"]["spent_seconds"] == pytest.approx(10, abs=5)
     assert 0 < state["global_step"] < load_recipe(CRAMS[family]).train.max_steps
     read = next(line for line in result.stderr.splitlines() if "data mixture as read" in line)
     for source in ("war_and_peace", "tinyshakespeare", "wiki_00", "stdlib_docstrings"):
@@ -148,7 +149,8 @@ def test_the_experiment_finetunes_both_inits_with_one_valid_recipe_per_family_an
             assert crammed.data.train_files == random_init.data.train_files
             assert crammed.model.config == random_init.model.config
     subset = (tmp_path / "data" / f"sst2-train-{cram.SST2_TRAIN}.tsv").read_text().splitlines()
-    assert subset[0] == "sentence\tlabel" and len(subset) == cram.SST2_TRAIN + 1 and len(set(subset)) > 0.95 * len(subset)
+    assert subset[0] == "sentence\tlabel" and len(subset) == cram.SST2_TRAIN + 1
+    assert len(set(subset)) > 0.95 * len(subset)  # drawn without replacement (GLUE's file repeats a few phrases)
 
 
 @pytest.mark.slow
@@ -163,6 +165,8 @@ def test_the_demo_finetunes_the_pretrained_and_the_random_model_on_the_embedded_
         metrics = json.loads((out / run / "eval_results.json").read_text())
         assert 0 <= metrics["accuracy"] <= 1
     # never pretrained on the sentences it is scored on
-    pretrained_text = set((out / "data" / "sst2-train-sentences.txt").read_text().splitlines())
+    pretrained_text = {line for line in (out / "data" / "sst2-train-sentences.txt").read_text().splitlines() if line}
     dev = (Path(hfpipe.__file__).parent / "data" / "sst2" / "dev.tsv").read_text().splitlines()[1:]
     assert len(pretrained_text) > 3000 and not pretrained_text & {line.split("\t")[0].strip() for line in dev}
+    mixture = next(line for line in result.stderr.splitlines() if "data mixture as read" in line)
+    assert "sst2_sentences: 0 documents" not in mixture and "stdlib_docstrings: 0 documents" not in mixture
