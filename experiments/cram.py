@@ -316,7 +316,8 @@ def report() -> str:
     rows = []
     for family, result in pretrained.items():
         rows.append([family, OBJECTIVE[family], f"{result['train']['train_runtime'] / 60:.1f}", result["steps"],
-                     f"{result['eval']['eval_loss']:.3f}", f"{100 * result['eval'].get('token_accuracy', math.nan):.1f}%",
+                     f"{result['eval']['eval_loss']:.3f}",
+                     f"{100 * result['eval'].get('token_accuracy', math.nan):.1f}%",
                      "side by side, one core each" if result["side_by_side"] else "alone, two cores"])
     text += "\n" + table("The crams", ["family", "objective", "minutes", "steps", "held-out loss / token",
                                         "held-out token accuracy", "ran"], rows)
