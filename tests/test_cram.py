@@ -40,7 +40,8 @@ def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path,
     from test_recipes_as_written import _assert_a_finished_model
 
     out = tmp_path / "out"
-    result = hfpipe_cli("pretrain", CRAMS[family], "--output-dir", out, "--set", "train.time_budget=10s")
+    result = hfpipe_cli("pretrain", CRAMS[family], "--output-dir", out, "--set", "train.time_budget=10s",
+                        "--set", "train.logging_steps=1")  # a curve within 10 s
     assert result.returncode == 0, result.stderr[-4000:]
     _assert_a_finished_model(out, result)
     state = json.loads((out / "trainer_state.json").read_text())
@@ -53,7 +54,7 @@ def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path,
     history = json.loads((out / "loss_history.json").read_text())
     assert len(history["train_seconds"]) == len(history["train"]) > 1
     assert history["train_seconds"] == sorted(history["train_seconds"])
-    assert len(history["eval_seconds"]) == len(history["eval"]) == 1
+    assert len(history["eval_seconds"]) == len(history["eval"])  # (10 s hold no evaluation before the final one)
 
 
 def test_smoke_shrinks_a_time_budget_and_keeps_the_schedule_running_over_it():
