@@ -165,14 +165,9 @@ def perplexity() -> dict:
 
 def draw_curves() -> Path:
     """Training and held-out loss against wall time, one panel per family."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = load("pretrain")
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), dpi=100, squeeze=False)
-    for ax, (family, result) in zip(axes[0], runs.items()):
+    fig, axes = panels(len(runs))
+    for ax, (family, result) in zip(axes, runs.items()):
         history = result["history"]
         ax.plot([s / 60 for s in history["train_seconds"]], [loss for _, loss in history["train"]], label="training")
         ax.plot([s / 60 for s in history["eval_seconds"]], [loss for _, loss in history["eval"]], marker="o",
@@ -182,41 +177,49 @@ def draw_curves() -> Path:
             other = read_json(other)
             ax.plot([s / 60 for s in other["eval_seconds"]], [loss for _, loss in other["eval"]], marker="x",
                     linestyle="--", label="held out, pre-LN without biases")
-        ax.set_title(f"{family} ({OBJECTIVE[family]})")
-        ax.set_xlabel("minutes of training")
-        ax.set_ylabel("loss (nats/token)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    path = RESULTS / "pretraining-loss-vs-time.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+        label(ax, f"{family} ({OBJECTIVE[family]})", "minutes of training", "loss (nats/token)")
+    return save_figure(fig, "pretraining-loss-vs-time.png")
 
 
 def draw_finetuning_curves() -> Path:
     """SST-2 finetuning: training loss of the crammed model and of its random twin (every seed), one
     panel per family; where the crammed model fits more slowly, the panel shows it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     families = [f for f in FAMILIES if (RUNS / "finetune" / f / "sst2").is_dir()]
-    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.6), dpi=100, squeeze=False)
-    for ax, family in zip(axes[0], families):
+    fig, axes = panels(len(families))
+    for ax, family in zip(axes, families):
         for init, color in (("crammed", "tab:blue"), ("random", "tab:orange")):
             for seed in SEEDS:
                 for path in sorted((RUNS / "finetune" / family / "sst2").glob(f"{init}-seed{seed}*/loss_history.json")):
                     steps, losses = zip(*read_json(path)["train"])
                     ax.plot(steps, losses, color=color, alpha=0.7, label=init if seed == SEEDS[0] else None)
-        ax.set_title(f"{family}: SST-2 finetuning")
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        label(ax, f"{family}: SST-2 finetuning", "optimizer step", "training loss")
+    return save_figure(fig, "sst2-finetuning-loss.png")
+
+
+def panels(count: int):
+    """A figure of ``count`` panels side by side, and the panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, count, figsize=(5 * count, 3.6), dpi=100, squeeze=False)
+    return fig, list(axes[0])
+
+
+def label(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def save_figure(fig, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = RESULTS / "sst2-finetuning-loss.png"
+    path = RESULTS / name
     fig.savefig(path)
     plt.close(fig)
     return path
