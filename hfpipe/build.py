@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,10 +162,15 @@ def check_positions(recipe, config, needed: int) -> None:
                      + (" or peft.num_virtual_tokens" if virtual else ""))
 
 
-def save_random_twin(checkpoint: str | Path, output_dir: str | Path, seed: int = 0) -> Path:
+def save_random_twin(checkpoint: str | Path, output_dir: str | Path, seed: int = 0,
+                     keep_layers: int | None = None) -> Path:
     """The control of "does pretraining pay off?": ``checkpoint``'s class, config and tokenizer with
     freshly initialised weights, saved to ``output_dir``. Finetuned by the same recipe, the two differ
-    only in what pretraining put into the weights."""
+    only in what pretraining put into the weights.
+
+    ``keep_layers=k`` keeps the pretrained embeddings and the first k blocks and draws only the blocks
+    above afresh (re-initialising the top layers, Zhang et al. 2021, "Revisiting few-sample BERT
+    fine-tuning"): it tells which of the pretrained weights pay off."""
     import torch
 
     config = AutoConfig.from_pretrained(checkpoint)
@@ -173,6 +179,25 @@ def save_random_twin(checkpoint: str | Path, output_dir: str | Path, seed: int =
         raise InputError(f"{checkpoint}: {config.architectures[0]} is not one of hfpipe's models; expected a "
                          "checkpoint hfpipe pretrained")
     torch.manual_seed(seed)
-    model_class(config).save_pretrained(output_dir)  # __init__ initialises the weights afresh
+    model = model_class(config)  # __init__ initialises the weights afresh
+    if keep_layers is not None:
+        layers = config.num_hidden_layers
+        if not 0 <= keep_layers <= layers:
+            raise InputError(f"keep_layers {keep_layers}: expected 0 to {layers}, the blocks of {checkpoint}")
+        pretrained = model_class.from_pretrained(checkpoint).state_dict()
+        model.load_state_dict({name: weight for name, weight in pretrained.items()
+                               if _below(name, keep_layers)}, strict=False)
+    model.save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(checkpoint).save_pretrained(output_dir)
     return Path(output_dir)
+
+
+def _below(name: str, keep_layers: int) -> bool:
+    """Whether parameter ``name`` lies in the embeddings or in one of the first ``keep_layers`` blocks
+    (of the encoder and of the decoder alike; T5's relative position table belongs to its first block)."""
+    block = re.search(r"\.layers\.(\d+)\.", name)
+    if block:
+        return int(block.group(1)) < keep_layers
+    if "relative_position_bias" in name:
+        return keep_layers > 0
+    return "embeddings" in name or name.endswith("shared.weight")
