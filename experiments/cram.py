@@ -3,6 +3,7 @@
     python experiments/cram.py sizes      # choose size and vocabulary: short runs compared at equal time
     python experiments/cram.py pretrain   # recipes/pretrain/cram-cpu-{encoder,decoder,seq2seq}.yaml as written
     python experiments/cram.py finetune   # crammed vs random init, 3 seeds: SST-2 (+ MRPC, STS-B for the encoder)
+    python experiments/cram.py linear-probe  # what each frozen layer of the encoder holds about sentiment
     python experiments/cram.py all        # the three in order (about 2.5 hours on two cores)
 
 Everything lands in runs/cram/ (models) and experiments/results/cram/ (tables, JSON, PNGs). The
@@ -49,6 +50,10 @@ GLUE = {"sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B"}
 TASKS = {"encoder": ("sst2", "mrpc", "stsb"), "decoder": ("sst2",), "seq2seq": ("sst2",)}
 METRIC = {"sst2": "accuracy", "mrpc": "f1", "stsb": "pearson"}
 EPOCHS = {"sst2": 3, "mrpc": 3, "stsb": 3}
+# BERT's and GPT-1's finetuning rate for the encoder and the decoder; T5 finetunes at a higher one (1e-3
+# with Adafactor), and at 1e-4 both inits of the tiny encoder-decoder still answered "positive" to every
+# sentence after an epoch.
+LEARNING_RATE = {"encoder": 1e-4, "decoder": 1e-4, "seq2seq": 3e-4}
 OBJECTIVE = {"encoder": "masked LM", "decoder": "causal LM", "seq2seq": "span corruption"}
 SEEDS = (0, 1, 2)
 
@@ -85,6 +90,27 @@ def nats_per_char(run_dir: Path, eval_loss: float) -> float:
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
     tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     return eval_loss * tokens / sum(len(text) for text in texts)
+
+
+def words_split(run_dir: Path) -> dict:
+    """How well the cram's tokenizer fits each text: WordPiece pieces per word, and the share of words
+    it splits, on SST-2's dev sentences and on the held-out pretraining text."""
+    import re
+
+    from transformers import AutoTokenizer
+
+    from hfpipe.data.sources import load_corpus
+    from hfpipe.recipes import load_recipe
+
+    recipe, tokenizer = load_recipe(run_dir / "recipe.yaml"), AutoTokenizer.from_pretrained(run_dir)
+    dev = [line.split("\t")[0] for line in task_files("sst2")[1].read_text(encoding="utf-8").splitlines()[1:]]
+    texts = {"SST-2 dev": dev, "held-out pretraining text": list(load_corpus(recipe)["validation"][recipe.data.text_column])}
+    result = {}
+    for name, lines in texts.items():
+        pieces = [len(tokenizer.tokenize(word)) for line in lines for word in re.findall(r"\w+", line.lower())]
+        result[name] = {"words": len(pieces), "pieces_per_word": sum(pieces) / len(pieces),
+                        "split": sum(count > 1 for count in pieces) / len(pieces)}
+    return result
 
 
 def parameters(run_dir: Path) -> int:
@@ -158,7 +184,8 @@ def perplexity() -> dict:
     """The crammed decoder's perplexity on WikiText-2's validation text (``hfpipe evaluate`` of its recipe)."""
     out = RESULTS / "wikitext2"
     command = [*HFPIPE, "evaluate", str(RECIPE["decoder"]), "--model", str(RUNS / "decoder"), "--validation-file",
-               str(DATA / "text" / "wikitext2-tokenized-valid.txt"), "--output-dir", str(out)]
+               str(DATA / "text" / "wikitext2-tokenized-valid.txt"), "--output-dir", str(out),
+               "--set", "train.overwrite=true"]  # the decoder was crammed again: score it again
     wait({"perplexity": run(command, RUNS / "perplexity.log")}, {"perplexity": RUNS / "perplexity.log"})
     return read_json(out / "eval_results.json")
 
@@ -189,9 +216,9 @@ def draw_finetuning_curves() -> Path:
     for ax, family in zip(axes, families):
         for init, color in (("crammed", "tab:blue"), ("random", "tab:orange")):
             for seed in SEEDS:
-                for path in sorted((RUNS / "finetune" / family / "sst2").glob(f"{init}-seed{seed}*/loss_history.json")):
-                    steps, losses = zip(*read_json(path)["train"])
-                    ax.plot(steps, losses, color=color, alpha=0.7, label=init if seed == SEEDS[0] else None)
+                steps, losses = zip(*read_json(RUNS / "finetune" / family / "sst2" / f"{init}-seed{seed}"
+                                               / "loss_history.json")["train"])
+                ax.plot(steps, losses, color=color, alpha=0.7, label=init if seed == SEEDS[0] else None)
         label(ax, f"{family}: SST-2 finetuning", "optimizer step", "training loss")
     return save_figure(fig, "sst2-finetuning-loss.png")
 
@@ -242,7 +269,7 @@ def task_files(task: str) -> tuple[Path, Path]:
 
 
 def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, pooling: str = "mean",
-                    epochs: float | None = None) -> Path:
+                    epochs: float | None = None, learning_rate: float | None = None) -> Path:
     """The one finetuning recipe of (family, task); only the model folder and seed vary."""
     import yaml
 
@@ -258,10 +285,10 @@ def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, p
         "task": {"name": task, "max_seq_length": 128},
         "data": {"train_files": [str(train)], "validation_files": [str(dev)]},
         "train": {"output_dir": str(out), "num_train_epochs": epochs or EPOCHS[task], "per_device_train_batch_size": 32,
-                  "per_device_eval_batch_size": 128, "learning_rate": 1e-4, "weight_decay": 0.01,
-                  "lr_scheduler_type": "linear", "warmup_ratio": 0.1, "seed": seed, "logging_steps": 50,
-                  "eval_steps": 100000, "save_steps": 100000, "save_total_limit": 1, "overwrite": True,
-                  "report_to": []},
+                  "per_device_eval_batch_size": 128, "learning_rate": learning_rate or LEARNING_RATE[family],
+                  "weight_decay": 0.01, "lr_scheduler_type": "linear", "warmup_ratio": 0.1, "seed": seed,
+                  "logging_steps": 50, "eval_steps": 100000, "save_steps": 100000, "save_total_limit": 1,
+                  "overwrite": True, "report_to": []},
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out.with_suffix(".yaml")
@@ -269,23 +296,37 @@ def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, p
     return path
 
 
-def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean",
-             tasks: tuple[str, ...] = tuple(GLUE), epochs: float | None = None) -> dict:
+def variant(pooling: str = "mean", epochs: float | None = None, learning_rate: float | None = None) -> str:
+    """The suffix naming a finetuning variant's run folders and results file ("" for the defaults)."""
+    return ((f"-{pooling}-pooling" if pooling != "mean" else "") + (f"-{epochs:g}epochs" if epochs else "")
+            + (f"-lr{learning_rate:g}" if learning_rate else ""))
+
+
+def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean", tasks: tuple[str, ...] = tuple(GLUE),
+             epochs: float | None = None, learning_rate: float | None = None, seeds: tuple[int, ...] = SEEDS,
+             keep_layers: int | None = None) -> dict:
     """Every (family, task, init, seed) run, `parallel` at a time (one thread each when parallel > 1).
-    ``pooling``: the encoder's classifier input ("mean" in the results; "cls" for BERT's [CLS])."""
+    ``pooling``: the encoder's classifier input ("mean" in the results; "cls" for BERT's [CLS]);
+    ``epochs``/``learning_rate``: instead of the recipe's; a variant lands in its own folders and file.
+    ``keep_layers``: the crammed side keeps only its embeddings and first blocks, the blocks above are
+    drawn as the random twin's (``save_random_twin(keep_layers=)``); the random side is unchanged."""
     jobs = []
     for family in families:
-        twin = RUNS / f"{family}-random"
+        suffix = variant(pooling if family == "encoder" else "mean", epochs, learning_rate)
+        crammed, kept, twin = RUNS / family, "", RUNS / f"{family}-random"
         if not (twin / "config.json").is_file():
             save_random_twin(RUNS / family, twin)
+        if keep_layers is not None:
+            crammed, kept = RUNS / f"{family}-bottom{keep_layers}", f"-bottom{keep_layers}"
+            if not (crammed / "config.json").is_file():
+                save_random_twin(RUNS / family, crammed, keep_layers=keep_layers)
         for task in (t for t in TASKS[family] if t in tasks):
-            for init, model in (("crammed", RUNS / family), ("random", twin)):
-                for seed in SEEDS:
-                    folder = family if family != "encoder" or pooling == "mean" else f"{family}-{pooling}-pooling"
-                    name = f"{init}-seed{seed}" + (f"-{epochs:g}epochs" if epochs else "")
-                    out = RUNS / "finetune" / folder / task / name
-                    jobs.append(((family, task, init, seed), out,
-                                 finetune_recipe(family, task, model, out, seed, pooling, epochs)))
+            for init, model in (("crammed", crammed), ("random", twin)):
+                for seed in seeds:
+                    name = f"{init}{kept if init == 'crammed' else ''}-seed{seed}"
+                    out = RUNS / "finetune" / (family + suffix) / task / name
+                    jobs.append(((family, task, init, seed, suffix + kept), out,
+                                 finetune_recipe(family, task, model, out, seed, pooling, epochs, learning_rate)))
     pending = [job for job in jobs if not (job[1] / "eval_results.json").is_file()]
     while pending:
         batch, pending = pending[:parallel], pending[parallel:]
@@ -293,29 +334,82 @@ def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean",
         processes = {str(key): run([*HFPIPE, "finetune", str(recipe)], logs[str(key)],
                                    threads=1 if parallel > 1 else None) for key, out, recipe in batch}
         wait(processes, logs)
-    scores: dict = {}
-    for (family, task, init, seed), out, _ in jobs:
+    scores: dict = {}  # results file -> family -> task -> scores of each init
+    for (family, task, init, seed, suffix), out, _ in jobs:
         metrics = read_json(out / "eval_results.json")
-        entry = scores.setdefault(family, {}).setdefault(task, {})
+        entry = scores.setdefault("finetune" + suffix, {}).setdefault(family, {}).setdefault(task, {})
         entry.setdefault(init, []).append(100 * metrics[METRIC[task]])
-        entry["epochs"] = epochs or EPOCHS[task]
-    name = "finetune" if pooling == "mean" else f"finetune-{pooling}-pooling"
-    save(name, {**load(name), **scores})
+        entry["epochs"], entry["learning_rate"] = epochs or EPOCHS[task], learning_rate or LEARNING_RATE[family]
+    for name, results in scores.items():
+        save(name, {**load(name), **results})
     return scores
+
+
+# --------------------------------------------------------------------------------------- linear probe
+def linear_probe() -> dict:
+    """How much sentiment each layer of the crammed encoder and of its random twin holds, frozen: a
+    logistic regression on the mean of each layer's token states, trained on the SST-2 training subset
+    and scored on dev. Finetuning mixes what pretraining learned with how easily the weights adapt; this
+    separates the first."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from transformers import AutoModel, AutoTokenizer
+
+    from hfpipe.tasks.glue import load_glue
+
+    sst2 = load_glue("sst2", *task_files("sst2"))
+    train, dev = sst2["train"], sst2["validation"]
+    results = {}
+    for init, folder in (("crammed", RUNS / "encoder"), ("random", RUNS / "encoder-random")):
+        tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+        def features(sentences: list[str]) -> list[torch.Tensor]:
+            layers = []
+            with torch.no_grad():
+                for start in range(0, len(sentences), 256):
+                    batch = tokenizer(sentences[start:start + 256], padding=True, truncation=True, max_length=128,
+                                      return_tensors="pt")
+                    mask = batch["attention_mask"].unsqueeze(-1).float()
+                    states = model(**batch, output_hidden_states=True).hidden_states
+                    layers.append([(h * mask).sum(1) / mask.sum(1) for h in states])
+            return [torch.cat(per_layer).numpy() for per_layer in zip(*layers)]
+
+        scores = []
+        for x_train, x_dev in zip(features(train["sentence"]), features(dev["sentence"])):
+            classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            scores.append(100 * classifier.fit(x_train, train["label"]).score(x_dev, dev["label"]))
+        results[init] = scores
+    save("linear-probe", results)
+    return results
 
 
 def report() -> str:
     """The results as markdown (experiments/results/cram/results.md), printed too."""
     pretrained, rows = load("pretrain"), []
-    for name, variant in (("finetune", ""), ("finetune-cls-pooling", ", [CLS] pooling")):
-        for family, tasks in load(name).items():
+    # the recipe's settings first, then the variants (other pooling, learning rate or epochs)
+    for path in sorted(RESULTS.glob("finetune*.json"), key=lambda path: (path.stem != "finetune", path.stem)):
+        pooling = ", [CLS] pooling" if "-cls-pooling" in path.stem else ""
+        for family, tasks in read_json(path).items():
             for task, inits in tasks.items():
                 crammed, random_init = inits["crammed"], inits["random"]
-                rows.append([family + variant, f"{GLUE[task]} dev {METRIC[task]}", f"{inits.get('epochs', 3):g}",
-                             spread(crammed), spread(random_init),
-                             f"{statistics.mean(crammed) - statistics.mean(random_init):+.1f}"])
+                rows.append([family + pooling, f"{GLUE[task]} dev {METRIC[task]}", f"{inits['epochs']:g}",
+                             f"{inits.get('learning_rate', 1e-4):g}", len(crammed), spread(crammed),
+                             spread(random_init), f"{statistics.mean(crammed) - statistics.mean(random_init):+.1f}"])
     text = table("Finetuned from the cram vs from random init (mean ± standard deviation over seeds "
-                 f"{', '.join(map(str, SEEDS))})", ["family", "task", "epochs", "crammed", "random init", "gain"], rows)
+                 f"{', '.join(map(str, SEEDS))}, or seed 0 alone)",
+                 ["family", "task", "epochs", "learning rate", "seeds", "crammed", "random init", "gain"], rows)
+    if (probed := load("linear-probe")):
+        layers = range(len(probed["crammed"]))
+        text += "\n" + table("Linear probe: SST-2 dev accuracy of a logistic regression on each frozen layer's mean "
+                             "token state (layer 0: the embeddings)", ["encoder init", *(f"layer {i}" for i in layers)],
+                             [[init, *(f"{score:.1f}" for score in scores)] for init, scores in probed.items()])
+    if (RUNS / "encoder" / "recipe.yaml").is_file():
+        text += "\n" + table("The encoder's WordPiece on the two kinds of text", ["text", "words", "pieces per word",
+                                                                                     "words split"],
+                             [[name, r["words"], f"{r['pieces_per_word']:.2f}", f"{100 * r['split']:.1f}%"]
+                              for name, r in words_split(RUNS / "encoder").items()])
     rows = []
     for family, result in pretrained.items():
         rows.append([family, OBJECTIVE[family], f"{result['train']['train_runtime'] / 60:.1f}", result["steps"],
@@ -358,7 +452,7 @@ def save(name: str, results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=["sizes", "pretrain", "finetune", "report", "all"])
+    parser.add_argument("step", choices=["sizes", "pretrain", "finetune", "linear-probe", "report", "all"])
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--size-minutes", type=float, default=4.0, help="budget of each size candidate")
     parser.add_argument("--budget", help="pretraining budget instead of the recipes' 30m, e.g. 15m")
@@ -368,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=float, help="finetuning epochs instead of 3 (a shorter run; named in the "
                         "run folders and the results)")
     parser.add_argument("--tasks", nargs="+", choices=list(GLUE), default=list(GLUE), help="finetuning tasks")
+    parser.add_argument("--learning-rate", type=float, help="finetuning learning rate instead of the family's "
+                        "(named in the run folders and the results)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="finetuning seeds")
+    parser.add_argument("--keep-layers", type=int, help="finetune the cram's embeddings and first K blocks, the "
+                        "blocks above drawn afresh (the random side is unchanged)")
     parser.add_argument("--encoder-pooling", choices=["mean", "cls"], default="mean",
                         help="the encoder classifier's input: mean of the tokens (default) or [CLS]")
     args = parser.parse_args(argv)
@@ -382,7 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         if "decoder" in families:
             perplexity()
     if args.step in ("finetune", "all"):
-        finetune(families, args.parallel, args.encoder_pooling, tuple(args.tasks), args.epochs)
+        finetune(families, args.parallel, args.encoder_pooling, tuple(args.tasks), args.epochs, args.learning_rate,
+                 tuple(args.seeds), args.keep_layers)
+    if args.step in ("linear-probe", "all") and "encoder" in families:
+        linear_probe()
     if args.step in ("report", "all"):
         draw_curves()
         draw_finetuning_curves()
