@@ -64,7 +64,7 @@ bench: setup
 	$(PY) bench/run_all.py
 
 # Does pretraining pay off? The three 30-minute CPU crams, then crammed vs random init downstream
-# (about 2.5 hours on two cores; needs ../shared/data). Results: experiments/results/cram/.
+# (about 4 hours on two cores; needs ../shared/data). Results: experiments/results/cram/.
 cram: setup
 	$(PY) experiments/cram.py all
 

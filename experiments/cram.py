@@ -4,7 +4,9 @@
     python experiments/cram.py pretrain   # recipes/pretrain/cram-cpu-{encoder,decoder,seq2seq}.yaml as written
     python experiments/cram.py finetune   # crammed vs random init, 3 seeds: SST-2 (+ MRPC, STS-B for the encoder)
     python experiments/cram.py linear-probe  # what each frozen layer of the encoder holds about sentiment
-    python experiments/cram.py all        # the three in order (about 2.5 hours on two cores)
+    python experiments/cram.py report     # results.md and the PNGs, from the JSON files
+    python experiments/cram.py all        # pretrain, finetune (and the encoder's variants), linear-probe,
+                                          # report (about 4 hours on two cores)
 
 Everything lands in runs/cram/ (models) and experiments/results/cram/ (tables, JSON, PNGs). The
 random-init twin of a crammed model is the same class built from the same config.json with the same
@@ -56,6 +58,11 @@ EPOCHS = {"sst2": 3, "mrpc": 3, "stsb": 3}
 LEARNING_RATE = {"encoder": 1e-4, "decoder": 1e-4, "seq2seq": 3e-4}
 OBJECTIVE = {"encoder": "masked LM", "decoder": "causal LM", "seq2seq": "span corruption"}
 SEEDS = (0, 1, 2)
+# The encoder's SST-2 variants that `all` runs after the recipe's settings (experiments/README.md, "What
+# limits it"): [CLS] pooling, the finetuning rate, and which crammed weights are kept.
+ENCODER_VARIANTS = ({"pooling": "cls"}, {"learning_rate": 3e-4, "seeds": (0,)},
+                    {"learning_rate": 1e-3, "seeds": (0,)},
+                    {"keep_layers": 1, "seeds": (0,)}, {"keep_layers": 0, "seeds": (0,)})
 
 
 def run(command: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:
@@ -111,6 +118,40 @@ def words_split(run_dir: Path) -> dict:
         result[name] = {"words": len(pieces), "pieces_per_word": sum(pieces) / len(pieces),
                         "split": sum(count > 1 for count in pieces) / len(pieces)}
     return result
+
+
+def rare_token_embeddings() -> list[dict]:
+    """Representation degeneration (Gao et al. 2019): with tied input and output embeddings, each softmax
+    step pushes the output embeddings of all the tokens that are not the target the same way, so the
+    tokens pretraining rarely shows drift towards one direction. The encoder's vocabulary grouped by how
+    often one pass of the pretraining mixture holds each token: the mean pairwise cosine of the group's
+    word embeddings, crammed and random twin, and the group's share of SST-2's dev tokens."""
+    from collections import Counter
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from hfpipe.data.sources import load_corpus
+    from hfpipe.recipes import load_recipe
+
+    recipe, tokenizer = load_recipe(RUNS / "encoder" / "recipe.yaml"), AutoTokenizer.from_pretrained(RUNS / "encoder")
+    count = lambda lines: Counter(i for ids in tokenizer(lines, add_special_tokens=False)["input_ids"] for i in ids)
+    seen = count(list(load_corpus(recipe)["train"][recipe.data.text_column]))
+    dev = count([line.split("\t")[0] for line in task_files("sst2")[1].read_text(encoding="utf-8").splitlines()[1:]])
+    embeddings = {init: torch.nn.functional.normalize(load_file(RUNS / folder / "model.safetensors")
+                                                      ["model.embeddings.word_embeddings.weight"], dim=-1)
+                  for init, folder in (("crammed", "encoder"), ("random", "encoder-random"))}
+    groups = []
+    for low, high in ((0, 1), (1, 10), (10, 100), (100, 1000), (1000, math.inf)):
+        ids = [i for i in range(len(tokenizer)) if low <= seen.get(i, 0) < high]
+        if len(ids) < 2:
+            continue
+        cosines = {init: ((e[ids] @ e[ids].T).sum().item() - len(ids)) / (len(ids) * (len(ids) - 1))
+                   for init, e in embeddings.items()}
+        groups.append({"seen": f"{low}" if high == low + 1 else f"{low}+" if high == math.inf else f"{low}-{high - 1}",
+                       "tokens": len(ids), "dev_share": sum(dev[i] for i in ids) / sum(dev.values()), **cosines})
+    return groups
 
 
 def parameters(run_dir: Path) -> int:
@@ -341,7 +382,10 @@ def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean", ta
         entry.setdefault(init, []).append(100 * metrics[METRIC[task]])
         entry["epochs"], entry["learning_rate"] = epochs or EPOCHS[task], learning_rate or LEARNING_RATE[family]
     for name, results in scores.items():
-        save(name, {**load(name), **results})
+        merged = load(name)  # a run of some tasks keeps the other tasks' results
+        for family, tasks in results.items():
+            merged.setdefault(family, {}).update(tasks)
+        save(name, merged)
     return scores
 
 
@@ -390,11 +434,14 @@ def report() -> str:
     pretrained, rows = load("pretrain"), []
     # the recipe's settings first, then the variants (other pooling, learning rate or epochs)
     for path in sorted(RESULTS.glob("finetune*.json"), key=lambda path: (path.stem != "finetune", path.stem)):
-        pooling = ", [CLS] pooling" if "-cls-pooling" in path.stem else ""
+        kept = path.stem.partition("-bottom")[2]
+        what = (", [CLS] pooling" if "-cls-pooling" in path.stem else "") + (
+            f", crammed embeddings + first {kept} blocks, the rest redrawn" if kept not in ("", "0") else
+            ", crammed embeddings, all blocks redrawn" if kept else "")
         for family, tasks in read_json(path).items():
             for task, inits in tasks.items():
                 crammed, random_init = inits["crammed"], inits["random"]
-                rows.append([family + pooling, f"{GLUE[task]} dev {METRIC[task]}", f"{inits['epochs']:g}",
+                rows.append([family + what, f"{GLUE[task]} dev {METRIC[task]}", f"{inits.get('epochs', 3):g}",
                              f"{inits.get('learning_rate', 1e-4):g}", len(crammed), spread(crammed),
                              spread(random_init), f"{statistics.mean(crammed) - statistics.mean(random_init):+.1f}"])
     text = table("Finetuned from the cram vs from random init (mean ± standard deviation over seeds "
@@ -410,6 +457,12 @@ def report() -> str:
                                                                                      "words split"],
                              [[name, r["words"], f"{r['pieces_per_word']:.2f}", f"{100 * r['split']:.1f}%"]
                               for name, r in words_split(RUNS / "encoder").items()])
+    if (RUNS / "encoder-random" / "model.safetensors").is_file():
+        text += "\n" + table("The encoder's word embeddings, by how often one pass of the pretraining text holds "
+                             "the token", ["times seen", "tokens", "share of SST-2 dev tokens",
+                                           "mean cosine, crammed", "mean cosine, random init"],
+                             [[g["seen"], g["tokens"], f"{100 * g['dev_share']:.1f}%", f"{g['crammed']:.2f}",
+                               f"{g['random']:.2f}"] for g in rare_token_embeddings()])
     rows = []
     for family, result in pretrained.items():
         rows.append([family, OBJECTIVE[family], f"{result['train']['train_runtime'] / 60:.1f}", result["steps"],
@@ -483,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.step in ("finetune", "all"):
         finetune(families, args.parallel, args.encoder_pooling, tuple(args.tasks), args.epochs, args.learning_rate,
                  tuple(args.seeds), args.keep_layers)
+    if args.step == "all" and "encoder" in families:
+        for options in ENCODER_VARIANTS:
+            finetune(("encoder",), args.parallel, tasks=("sst2",), **options)
     if args.step in ("linear-probe", "all") and "encoder" in families:
         linear_probe()
     if args.step in ("report", "all"):

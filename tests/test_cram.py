@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -208,6 +209,21 @@ def test_a_finetuning_variant_lands_in_its_own_rows_of_the_report(cram):
                     "| encoder | SST-2 dev accuracy | 3 | 0.0003 | 1 | 76.0 | 77.5 | -1.5 |"]
     assert "| crammed | 62.8 | 61.0 |" in text and "| layer 0 | layer 1 |" in text
     assert (cram.RESULTS / "results.md").read_text() == text
+
+
+@needs_shared
+def test_finished_runs_are_read_not_repeated_and_one_task_keeps_the_others_results(tiny_encoder, cram):
+    shutil.copytree(tiny_encoder, cram.RUNS / "encoder")
+    cram.save("finetune", {"encoder": {"sst2": {"crammed": [73.0], "random": [75.0], "epochs": 3}}})
+    for init in ("crammed", "random"):
+        for seed in cram.SEEDS:
+            out = cram.RUNS / "finetune" / "encoder" / "mrpc" / f"{init}-seed{seed}"
+            out.mkdir(parents=True)
+            (out / "eval_results.json").write_text(json.dumps({"f1": 0.8 + seed / 100}))
+    scores = cram.finetune(("encoder",), parallel=2, tasks=("mrpc",))  # every run has finished: none starts
+    assert scores["finetune"]["encoder"]["mrpc"]["crammed"] == pytest.approx([80.0, 81.0, 82.0])
+    saved = cram.load("finetune")["encoder"]
+    assert set(saved) == {"sst2", "mrpc"} and saved["sst2"]["crammed"] == [73.0]
 
 
 @needs_shared
