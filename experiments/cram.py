@@ -62,7 +62,8 @@ SEEDS = (0, 1, 2)
 # limits it"): [CLS] pooling, the finetuning rate, and which crammed weights are kept.
 ENCODER_VARIANTS = ({"pooling": "cls"}, {"learning_rate": 3e-4, "seeds": (0,)},
                     {"learning_rate": 1e-3, "seeds": (0,)},
-                    {"keep_layers": 1, "seeds": (0,)}, {"keep_layers": 0, "seeds": (0,)})
+                    {"keep_layers": 1, "seeds": (0,)}, {"keep_layers": 0, "seeds": (0,)},
+                    {"keep_layers": 4, "keep_word_embeddings": False, "seeds": (0,)})
 
 
 def run(command: list[str], log: Path, threads: int | None = None) -> subprocess.Popen:
@@ -345,12 +346,13 @@ def variant(pooling: str = "mean", epochs: float | None = None, learning_rate: f
 
 def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean", tasks: tuple[str, ...] = tuple(GLUE),
              epochs: float | None = None, learning_rate: float | None = None, seeds: tuple[int, ...] = SEEDS,
-             keep_layers: int | None = None) -> dict:
+             keep_layers: int | None = None, keep_word_embeddings: bool = True) -> dict:
     """Every (family, task, init, seed) run, `parallel` at a time (one thread each when parallel > 1).
     ``pooling``: the encoder's classifier input ("mean" in the results; "cls" for BERT's [CLS]);
     ``epochs``/``learning_rate``: instead of the recipe's; a variant lands in its own folders and file.
     ``keep_layers``: the crammed side keeps only its embeddings and first blocks, the blocks above are
-    drawn as the random twin's (``save_random_twin(keep_layers=)``); the random side is unchanged."""
+    drawn as the random twin's (``save_random_twin(keep_layers=)``), and with ``keep_word_embeddings=False``
+    its word embeddings too; the random side is unchanged."""
     jobs = []
     for family in families:
         suffix = variant(pooling if family == "encoder" else "mean", epochs, learning_rate)
@@ -358,9 +360,11 @@ def finetune(families: tuple[str, ...], parallel: int, pooling: str = "mean", ta
         if not (twin / "config.json").is_file():
             save_random_twin(RUNS / family, twin)
         if keep_layers is not None:
-            crammed, kept = RUNS / f"{family}-bottom{keep_layers}", f"-bottom{keep_layers}"
+            kept = f"-bottom{keep_layers}" + ("" if keep_word_embeddings else "-new-word-embeddings")
+            crammed = RUNS / f"{family}{kept}"
             if not (crammed / "config.json").is_file():
-                save_random_twin(RUNS / family, crammed, keep_layers=keep_layers)
+                save_random_twin(RUNS / family, crammed, keep_layers=keep_layers,
+                                 keep_word_embeddings=keep_word_embeddings)
         for task in (t for t in TASKS[family] if t in tasks):
             for init, model in (("crammed", crammed), ("random", twin)):
                 for seed in seeds:
@@ -434,10 +438,11 @@ def report() -> str:
     pretrained, rows = load("pretrain"), []
     # the recipe's settings first, then the variants (other pooling, learning rate or epochs)
     for path in sorted(RESULTS.glob("finetune*.json"), key=lambda path: (path.stem != "finetune", path.stem)):
-        kept = path.stem.partition("-bottom")[2]
+        kept, new_words, _ = path.stem.partition("-bottom")[2].partition("-new-word-embeddings")
         what = (", [CLS] pooling" if "-cls-pooling" in path.stem else "") + (
-            f", crammed embeddings + first {kept} blocks, the rest redrawn" if kept not in ("", "0") else
-            ", crammed embeddings, all blocks redrawn" if kept else "")
+            "" if not kept else ", crammed embeddings, all blocks redrawn" if kept == "0" else
+            f", crammed first {kept} blocks, word embeddings redrawn" if new_words else
+            f", crammed embeddings + first {kept} blocks, the rest redrawn")
         for family, tasks in read_json(path).items():
             for task, inits in tasks.items():
                 crammed, random_init = inits["crammed"], inits["random"]
@@ -520,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="finetuning seeds")
     parser.add_argument("--keep-layers", type=int, help="finetune the cram's embeddings and first K blocks, the "
                         "blocks above drawn afresh (the random side is unchanged)")
+    parser.add_argument("--new-word-embeddings", action="store_true", help="with --keep-layers: draw the cram's "
+                        "word embeddings afresh too")
     parser.add_argument("--encoder-pooling", choices=["mean", "cls"], default="mean",
                         help="the encoder classifier's input: mean of the tokens (default) or [CLS]")
     args = parser.parse_args(argv)
@@ -535,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             perplexity()
     if args.step in ("finetune", "all"):
         finetune(families, args.parallel, args.encoder_pooling, tuple(args.tasks), args.epochs, args.learning_rate,
-                 tuple(args.seeds), args.keep_layers)
+                 tuple(args.seeds), args.keep_layers, not args.new_word_embeddings)
     if args.step == "all" and "encoder" in families:
         for options in ENCODER_VARIANTS:
             finetune(("encoder",), args.parallel, tasks=("sst2",), **options)

@@ -163,14 +163,15 @@ def check_positions(recipe, config, needed: int) -> None:
 
 
 def save_random_twin(checkpoint: str | Path, output_dir: str | Path, seed: int = 0,
-                     keep_layers: int | None = None) -> Path:
+                     keep_layers: int | None = None, keep_word_embeddings: bool = True) -> Path:
     """The control of "does pretraining pay off?": ``checkpoint``'s class, config and tokenizer with
     freshly initialised weights, saved to ``output_dir``. Finetuned by the same recipe, the two differ
     only in what pretraining put into the weights.
 
     ``keep_layers=k`` keeps the pretrained embeddings and the first k blocks and draws only the blocks
     above afresh (re-initialising the top layers, Zhang et al. 2021, "Revisiting few-sample BERT
-    fine-tuning"): it tells which of the pretrained weights pay off."""
+    fine-tuning"): it tells which of the pretrained weights pay off. ``keep_word_embeddings=False``
+    draws the word embeddings afresh as well (position tables and blocks stay pretrained)."""
     import torch
 
     config = AutoConfig.from_pretrained(checkpoint)
@@ -185,11 +186,15 @@ def save_random_twin(checkpoint: str | Path, output_dir: str | Path, seed: int =
         if not 0 <= keep_layers <= layers:
             raise InputError(f"keep_layers {keep_layers}: expected 0 to {layers}, the blocks of {checkpoint}")
         pretrained = model_class.from_pretrained(checkpoint).state_dict()
-        model.load_state_dict({name: weight for name, weight in pretrained.items()
-                               if _below(name, keep_layers)}, strict=False)
+        model.load_state_dict({name: weight for name, weight in pretrained.items() if _below(name, keep_layers)
+                               and (keep_word_embeddings or not _word_embeddings(name))}, strict=False)
     model.save_pretrained(output_dir)
     AutoTokenizer.from_pretrained(checkpoint).save_pretrained(output_dir)
     return Path(output_dir)
+
+
+def _word_embeddings(name: str) -> bool:
+    return name.endswith(("word_embeddings.weight", "shared.weight"))
 
 
 def _below(name: str, keep_layers: int) -> bool:

@@ -139,6 +139,13 @@ def test_a_twin_that_keeps_the_bottom_layers_has_the_pretrained_embeddings_and_b
     assert embeddings and first and upper
     assert embeddings | first <= kept and not (embeddings | first) & drawn  # pretrained, not redrawn
     assert upper <= drawn and not upper & kept  # exactly the random twin's (same seed)
+    # the cram's blocks under fresh word embeddings: only the word embeddings are the random twin's
+    blocks = model_class.from_pretrained(save_random_twin(tmp_path / "pretrained", tmp_path / "blocks", keep_layers=3,
+                                                          keep_word_embeddings=False)).state_dict()
+    words = {name for name in matrices if name.endswith(("word_embeddings.weight", "shared.weight"))}
+    assert len(words) == 1 and all(torch.equal(blocks[name], weights["random"][name]) for name in words)
+    assert all(torch.equal(blocks[name], weights["pretrained"][name]) for name in matrices - words - {
+        name for name in matrices if not (re.search(r"\.layers\.", name) or "embeddings" in name)})
     with pytest.raises(InputError, match="keep_layers 4: expected 0 to 3"):
         save_random_twin(tmp_path / "pretrained", tmp_path / "bad", keep_layers=4)
 
