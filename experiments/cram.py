@@ -121,10 +121,10 @@ def words_split(run_dir: Path) -> dict:
     return result
 
 
-def rare_token_embeddings() -> list[dict]:
+def rare_token_embeddings(family: str = "encoder") -> list[dict]:
     """Representation degeneration (Gao et al. 2019): with tied input and output embeddings, each softmax
     step pushes the output embeddings of all the tokens that are not the target the same way, so the
-    tokens pretraining rarely shows drift towards one direction. The encoder's vocabulary grouped by how
+    tokens pretraining rarely shows drift towards one direction. The family's vocabulary grouped by how
     often one pass of the pretraining mixture holds each token: the mean pairwise cosine of the group's
     word embeddings, crammed and random twin, and the group's share of SST-2's dev tokens."""
     from collections import Counter
@@ -136,13 +136,13 @@ def rare_token_embeddings() -> list[dict]:
     from hfpipe.data.sources import load_corpus
     from hfpipe.recipes import load_recipe
 
-    recipe, tokenizer = load_recipe(RUNS / "encoder" / "recipe.yaml"), AutoTokenizer.from_pretrained(RUNS / "encoder")
+    recipe, tokenizer = load_recipe(RUNS / family / "recipe.yaml"), AutoTokenizer.from_pretrained(RUNS / family)
     count = lambda lines: Counter(i for ids in tokenizer(lines, add_special_tokens=False)["input_ids"] for i in ids)
     seen = count(list(load_corpus(recipe)["train"][recipe.data.text_column]))
     dev = count([line.split("\t")[0] for line in task_files("sst2")[1].read_text(encoding="utf-8").splitlines()[1:]])
     embeddings = {init: torch.nn.functional.normalize(load_file(RUNS / folder / "model.safetensors")
                                                       ["model.embeddings.word_embeddings.weight"], dim=-1)
-                  for init, folder in (("crammed", "encoder"), ("random", "encoder-random"))}
+                  for init, folder in (("crammed", family), ("random", f"{family}-random"))}
     groups = []
     for low, high in ((0, 1), (1, 10), (10, 100), (100, 1000), (1000, math.inf)):
         ids = [i for i in range(len(tokenizer)) if low <= seen.get(i, 0) < high]
@@ -462,12 +462,13 @@ def report() -> str:
                                                                                      "words split"],
                              [[name, r["words"], f"{r['pieces_per_word']:.2f}", f"{100 * r['split']:.1f}%"]
                               for name, r in words_split(RUNS / "encoder").items()])
-    if (RUNS / "encoder-random" / "model.safetensors").is_file():
-        text += "\n" + table("The encoder's word embeddings, by how often one pass of the pretraining text holds "
-                             "the token", ["times seen", "tokens", "share of SST-2 dev tokens",
-                                           "mean cosine, crammed", "mean cosine, random init"],
-                             [[g["seen"], g["tokens"], f"{100 * g['dev_share']:.1f}%", f"{g['crammed']:.2f}",
-                               f"{g['random']:.2f}"] for g in rare_token_embeddings()])
+    for family in ("encoder", "decoder"):
+        if (RUNS / f"{family}-random" / "model.safetensors").is_file():
+            text += "\n" + table(f"The {family}'s word embeddings, by how often one pass of the pretraining text "
+                                 "holds the token", ["times seen", "tokens", "share of SST-2 dev tokens",
+                                                     "mean cosine, crammed", "mean cosine, random init"],
+                                 [[g["seen"], g["tokens"], f"{100 * g['dev_share']:.1f}%", f"{g['crammed']:.2f}",
+                                   f"{g['random']:.2f}"] for g in rare_token_embeddings(family)])
     rows = []
     for family, result in pretrained.items():
         rows.append([family, OBJECTIVE[family], f"{result['train']['train_runtime'] / 60:.1f}", result["steps"],
