@@ -248,3 +248,22 @@ def test_the_linear_probe_reads_sentiment_from_every_layer_of_both_inits(cram):
     # even random weights carry the words' identity, which is worth more than SST-2's majority class (50.9%)
     assert all(55 < score < 90 for scores in probed.values() for score in scores), probed
     assert cram.load("linear-probe") == probed
+
+
+@pytest.mark.slow
+def test_the_demo_finetunes_the_pretrained_and_the_random_model_on_the_embedded_sst2_slice(tmp_path):
+    out = tmp_path / "demo"
+    result = hfpipe_cli("demo", "--output-dir", out, "--budget", "20s", "--epochs", "0.25")
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = result.stdout[result.stdout.index("hfpipe demo results"):]
+    for row in ("SST-2 dev accuracy, pretrained", "SST-2 dev accuracy, random init", "gain from pretraining"):
+        assert row in table
+    for run in ("finetune-pretrain", "finetune-random-init"):
+        metrics = json.loads((out / run / "eval_results.json").read_text())
+        assert 0 <= metrics["accuracy"] <= 1
+    # never pretrained on the sentences it is scored on
+    pretrained_text = {line for line in (out / "data" / "sst2-train-sentences.txt").read_text().splitlines() if line}
+    dev = (Path(hfpipe.__file__).parent / "data" / "sst2" / "dev.tsv").read_text().splitlines()[1:]
+    assert len(pretrained_text) > 3000 and not pretrained_text & {line.split("\t")[0].strip() for line in dev}
+    mixture = next(line for line in result.stderr.splitlines() if "data mixture as read" in line)
+    assert "sst2_sentences: 0 documents" not in mixture and "stdlib_docstrings: 0 documents" not in mixture
