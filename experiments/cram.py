@@ -100,6 +100,13 @@ def nats_per_char(run_dir: Path, eval_loss: float) -> float:
     return eval_loss * tokens / sum(len(text) for text in texts)
 
 
+def sst2_dev_sentences() -> list[str]:
+    """SST-2's dev sentences, read by hfpipe's GLUE reader."""
+    from hfpipe.tasks.glue import load_glue
+
+    return load_glue("sst2", validation_file=task_files("sst2")[1])["validation"]["sentence"]
+
+
 def words_split(run_dir: Path) -> dict:
     """How well the cram's tokenizer fits each text: WordPiece pieces per word, and the share of words
     it splits, on SST-2's dev sentences and on the held-out pretraining text."""
@@ -111,8 +118,7 @@ def words_split(run_dir: Path) -> dict:
     from hfpipe.recipes import load_recipe
 
     recipe, tokenizer = load_recipe(run_dir / "recipe.yaml"), AutoTokenizer.from_pretrained(run_dir)
-    dev = [line.split("\t")[0] for line in task_files("sst2")[1].read_text(encoding="utf-8").splitlines()[1:]]
-    texts = {"SST-2 dev": dev, "held-out pretraining text": list(load_corpus(recipe)["validation"][recipe.data.text_column])}
+    texts = {"SST-2 dev": sst2_dev_sentences(), "held-out pretraining text": list(load_corpus(recipe)["validation"][recipe.data.text_column])}
     result = {}
     for name, lines in texts.items():
         pieces = [len(tokenizer.tokenize(word)) for line in lines for word in re.findall(r"\w+", line.lower())]
@@ -139,7 +145,7 @@ def rare_token_embeddings(family: str = "encoder") -> list[dict]:
     recipe, tokenizer = load_recipe(RUNS / family / "recipe.yaml"), AutoTokenizer.from_pretrained(RUNS / family)
     count = lambda lines: Counter(i for ids in tokenizer(lines, add_special_tokens=False)["input_ids"] for i in ids)
     seen = count(list(load_corpus(recipe)["train"][recipe.data.text_column]))
-    dev = count([line.split("\t")[0] for line in task_files("sst2")[1].read_text(encoding="utf-8").splitlines()[1:]])
+    dev = count(sst2_dev_sentences())
     embeddings = {init: torch.nn.functional.normalize(load_file(RUNS / folder / "model.safetensors")
                                                       ["model.embeddings.word_embeddings.weight"], dim=-1)
                   for init, folder in (("crammed", family), ("random", f"{family}-random"))}
