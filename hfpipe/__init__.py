@@ -6,8 +6,12 @@
 
 import importlib
 
-from .models import *  # noqa: F401,F403  (registers the Auto classes)
-from .models import __all__ as _model_names
+from .hub_kernels import keep_bitsandbytes_off_the_hub
+
+keep_bitsandbytes_off_the_hub()  # before transformers can import peft, and peft bitsandbytes
+
+from .models import *  # noqa: F401,F403,E402  (registers the Auto classes)
+from .models import __all__ as _model_names  # noqa: E402
 
 __version__ = "0.1.0"
 

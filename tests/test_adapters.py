@@ -177,10 +177,26 @@ def test_qlora_trains_saves_and_reloads_on_cpu(tmp_path):
         AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", **quantized_load_kwargs(section)),
         tmp_path / "adapter",
     )
+    trained = {k: v for k, v in wrapped.state_dict().items() if "lora_" in k or "modules_to_save" in k}
+    restored = reloaded.state_dict()
+    assert trained and all(torch.equal(restored[k], v) for k, v in trained.items())  # the adapter, bit for bit
     inputs = {k: v for k, v in batch("encoder").items() if k != "labels"}
     wrapped.eval(), reloaded.eval()
+
+    def use_fused_cpu_kernel(flag):
+        for model in (wrapped, reloaded):
+            for module in model.modules():
+                if hasattr(module, "support_avx512bf16_for_cpu"):
+                    module.support_avx512bf16_for_cpu = flag
+
     with torch.no_grad():
+        use_fused_cpu_kernel(False)  # bitsandbytes' portable path: the same logits exactly
         torch.testing.assert_close(reloaded(**inputs).logits, wrapped(**inputs).logits, atol=1e-5, rtol=1e-5)
+        # On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight on its first no-grad eval
+        # forward for a fused kernel and rounds the block scales (absmax) to bfloat16 as it does; a
+        # layer whose history differs (trained here, fresh there) then differs by bf16 rounding (7.7e-5).
+        use_fused_cpu_kernel(True)
+        torch.testing.assert_close(reloaded(**inputs).logits, wrapped(**inputs).logits, atol=1e-3, rtol=1e-2)
 
 
 def test_prompt_tuning_starts_from_the_init_text_with_a_tokenizer_trained_in_the_run(tmp_path):
