@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from . import models
 from .adapters import quantization_config, quantized_load_kwargs, virtual_positions
+from .checkpoints import is_adapter_folder, load_model, merged
 from .errors import InputError
 from .recipes import DEFAULT_VOCAB_SIZE
 
@@ -131,10 +132,12 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
         check_positions(recipe, config, positions_needed)
         # model.config overrides apply to a checkpoint's config too (e.g. finetuning dropout)
-        model = auto_class.from_pretrained(
-            name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
+        model = load_model(
+            auto_class, name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,
             **quantized_load_kwargs(recipe.quantization), **{**recipe.model.config, **model_kwargs},
         )
+        if is_adapter_folder(name):  # finetuning goes on from the adapter folded into its base
+            model = merged(model, name)
     else:
         model = auto_class.from_config(new_model_config(recipe, tokenizer, positions_needed, **model_kwargs))
         if quantization_config(recipe.quantization) is not None:

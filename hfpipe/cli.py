@@ -12,11 +12,17 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import InputError
 
+DESCRIPTION = ("Pretrain and adapt transformer language models (encoder, decoder, encoder-decoder) on the "
+               "Hugging Face stack: tokenizer, pretraining, finetuning, adapters, generation, evaluation.")
 EPILOG = "Docs: README.md. Every verb also runs under `accelerate launch -m hfpipe VERB`."
+# Deprecations one library raises against another's use of it: not the user's doing, nothing they
+# can change (peft's PeftModel reads transformers' `is_gradient_checkpointing`, deprecated in 5.24).
+THIRD_PARTY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated",)
 
 
 def _common(parser: argparse.ArgumentParser, needs_model: bool = False) -> None:
@@ -43,7 +49,7 @@ def _device_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfpipe", description=__doc__.split("\n")[0], epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="hfpipe", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -213,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for message in THIRD_PARTY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning)
     try:
         return dispatch(args)
     except InputError as error:

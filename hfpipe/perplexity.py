@@ -10,12 +10,14 @@ window (short text) this equals the direct computation. The model runs on ``--de
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from .checkpoints import load_model
 from .device import inference_dtype, model_device, place_model, resolve_device
 from .errors import InputError
 from .train import results_table, write_json
@@ -58,9 +60,13 @@ def run_perplexity(recipe, stride: int | None = None, device: str = "auto", dtyp
         raise InputError(f"model.family: perplexity needs a causal LM (decoder), got {recipe.model.family}")
     target = resolve_device(device)
     name, revision = parse_model_reference(recipe.model.name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name, revision=revision,
-                                                 trust_remote_code=recipe.model.trust_remote_code)
+    model = load_model(AutoModelForCausalLM, name, revision=revision,
+                       trust_remote_code=recipe.model.trust_remote_code)
     model = place_model(model, target, inference_dtype(target, dtype, recipe.train.mixed_precision)).eval()
+    if not recipe.data.validation_files and not recipe.data.dataset:
+        # Scoring files given as training text: all of them, not the slice pretraining holds out.
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(
+            recipe.data, validation_split_percentage=0, validation_samples=None))
     corpus = load_corpus(recipe)
     split = "validation" if "validation" in corpus else "train"
     tokenizer = load_tokenizer(recipe, iter(()), Path(recipe.train.output_dir))

@@ -7,6 +7,8 @@ import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from ..checkpoints import check_checkpoint
+from ..errors import InputError
 from .engine import error, show
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ def check_model_path(text: str, key: str, where: str) -> None:
                 and not (Path(text) / "adapter_config.json").is_file():
             raise error(where, key, f"{show(text)} holds no config.json; expected a saved model checkpoint "
                          "(a folder written by save_pretrained or hfpipe)")
+        try:
+            check_checkpoint(text)  # a file, a truncated safetensors, an adapter whose base is gone
+        except InputError as problem:
+            raise error(where, key, str(problem)) from problem
         return
     base = text.rsplit("@", 1)[0] if "@" in text else text  # "org/name@revision"
     if looks_local(base) and not exists(base):

@@ -82,7 +82,8 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
     Smoke shrinks sizes, never semantics. It changes only:
 
     - the model: a tiny randomly initialised one (``model.size=tiny``, config overrides dropped,
-      tokenizer trained on the data with at most 2,000 entries) unless ``keep_model`` (--model);
+      tokenizer trained on the data with at most 2,000 entries) unless ``keep_model`` (--model); a
+      pretraining recipe's tiny model keeps the full recipe's position table;
     - steps and batches: 30 steps at batch 8 per device, logging every 5, evaluating and saving
       every 10 (checkpoints and resuming get exercised), warm-up 10% of the steps;
     - lengths: sequences of at most 64 tokens for pretraining (span corruption stays consistent:
@@ -103,6 +104,10 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
                     "tokenizer.vocab_size": min(recipe.tokenizer.vocab_size or 2000, 2000)})
     if recipe.objective is not None:
         out["objective.max_seq_length"] = min(recipe.objective.max_seq_length, 64)
+        if not keep_model and recipe.model.family != "seq2seq":  # (T5's relative positions have no table)
+            # The tiny model keeps the full recipe's position table (GPT-2's 1024, BERT's 512): what a
+            # smoke checkpoint is finetuned or prompted with downstream fits it as it would the real one.
+            out["model.config"] = {"max_position_embeddings": max(recipe.objective.max_seq_length, 128)}
     if recipe.kind == "icl":
         # The prompt holds every demonstration: keep room for them, but at most 4 of them.
         out["task.max_seq_length"] = min(recipe.task.max_seq_length, 512)

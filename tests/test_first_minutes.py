@@ -1,0 +1,168 @@
+"""What a new user sees: quiet verbs, one-line errors for broken checkpoints, adapter folders that
+load wherever a model folder does (issue 27)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import hfpipe
+from hfpipe.cli import build_parser
+from hfpipe.tokenization import train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+FAST = ("--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
+        "--set", "train.mixed_precision=no")
+
+
+def hfpipe_cli(*args, env=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hfpipe", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600, stdin=subprocess.DEVNULL)
+
+
+def foreign_warnings(stderr: str) -> list[str]:
+    """Warning lines that are not hfpipe's own: logging's WARNING records of other loggers, Python
+    warnings (``...: FutureWarning: ...``) and transformers' LOAD REPORT table."""
+    lines = []
+    for line in stderr.splitlines():
+        logged = re.search(r"\b(WARNING|ERROR)\s+([\w.]+):", line)
+        if logged and not logged.group(2).startswith("hfpipe"):
+            lines.append(line)
+        elif re.search(r"\w+Warning: ", line) or "LOAD REPORT" in line:
+            lines.append(line)
+    return lines
+
+
+def one_line_error(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("hfpipe: error:"), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def decoder_dir(tmp_path_factory):
+    """A tiny hfpipe decoder with its own tokenizer, saved as a run folder would hold it."""
+    folder = tmp_path_factory.mktemp("decoder")
+    tokenizer = train_tokenizer(["a review of the film that was good", "a bad film and a long review"] * 40,
+                                "decoder", 300, min_frequency=1)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hfpipe.config_for(
+        "decoder", "tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_help_names_the_whole_purpose_and_every_verb_help_is_quiet():
+    parser = build_parser()
+    assert parser.description.endswith(".")  # not cut mid-sentence
+    verbs = sorted(parser._subparsers._group_actions[0].choices)
+    script = ("import contextlib, io, sys\nfrom hfpipe.cli import main\n"
+              f"for verb in {verbs!r}:\n"
+              "    out = io.StringIO()\n"
+              "    with contextlib.redirect_stdout(out):\n"
+              "        try:\n            main([verb, '--help'])\n        except SystemExit as stop:\n"
+              "            assert stop.code == 0, (verb, stop.code)\n"
+              "    assert 'usage: hfpipe' in out.getvalue(), verb\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert foreign_warnings(result.stderr) == [], result.stderr
+
+
+def test_importing_hfpipe_never_reaches_for_bitsandbytes_hub_kernels():
+    """transformers 5.25 brings `kernels`; bitsandbytes then fetches code from the Hub on import."""
+    pytest.importorskip("bitsandbytes")
+    script = ("import hfpipe, bitsandbytes, sys\n"
+              "k = sys.modules.get('kernels')\n"
+              "print('kernels-imported' if k else 'no-kernels')\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "kernels-community" not in result.stderr and foreign_warnings(result.stderr) == [], result.stderr
+
+
+def test_a_file_given_as_the_model_is_one_line(decoder_dir, tmp_path):
+    line = one_line_error(hfpipe_cli("generate", decoder_dir / "config.json", "--prompt", "a"))
+    assert "config.json" in line and "a file" in line and "folder" in line
+    line = one_line_error(hfpipe_cli("evaluate", RECIPES / "finetune" / "glue-sst2.yaml", "--smoke",
+                                     "--model", decoder_dir / "model.safetensors", "--output-dir", tmp_path / "e"))
+    assert "model.name_or_path" in line and "a file" in line
+
+
+@pytest.mark.parametrize("verb", ["generate", "evaluate", "finetune"])
+def test_a_truncated_safetensors_is_one_line_before_any_work(decoder_dir, tmp_path, verb):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for file in decoder_dir.iterdir():
+        (broken / file.name).write_bytes(file.read_bytes())
+    weights = broken / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+    if verb == "generate":
+        result = hfpipe_cli("generate", broken, "--prompt", "a")
+    else:
+        result = hfpipe_cli(verb, RECIPES / "finetune" / "glue-sst2.yaml", "--smoke", "--model", broken,
+                            "--output-dir", tmp_path / "out")
+    line = one_line_error(result)
+    assert str(weights) in line and "truncated" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_folder_generates_like_its_merged_model(decoder_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from hfpipe.generate import generate, load_generator
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(decoder_dir)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")  # adapter_config.json names decoder_dir as its base
+    merged = lora.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    for file in decoder_dir.glob("tokenizer*"):
+        (tmp_path / "merged" / file.name).write_bytes(file.read_bytes())
+    model, tokenizer = load_generator(str(tmp_path / "adapter"), device="cpu")
+    reference, _ = load_generator(str(tmp_path / "merged"), device="cpu")
+    ids = tokenizer(["a review of the film"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**ids).logits, reference(**ids).logits)
+    # and through the command: greedy text from the adapter folder is the merged model's text
+    result = hfpipe_cli("generate", tmp_path / "adapter", "--prompt", "a review", "--max-new-tokens", "5",
+                        "--no-stream")
+    assert result.returncode == 0, result.stderr
+    expected = generate(reference, tokenizer, ["a review"], max_new_tokens=5, do_sample=False)[0]
+    assert expected in result.stdout
+    assert foreign_warnings(result.stderr) == [], result.stderr
+
+
+@pytest.mark.slow
+def test_a_tiny_run_of_each_training_verb_prints_no_foreign_warning(tmp_path):
+    """pretrain, finetune from it (a new head on a pretraining checkpoint), LoRA SFT, icl, evaluate:
+    stderr holds hfpipe's lines and progress bars only, and the head swap is one line."""
+    gpt = tmp_path / "gpt"
+    runs = {
+        "pretrain": hfpipe_cli("pretrain", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--max-steps", 2,
+                               "--output-dir", gpt, *FAST),
+    }
+    assert runs["pretrain"].returncode == 0, runs["pretrain"].stderr[-2000:]
+    runs["finetune"] = hfpipe_cli("finetune", RECIPES / "finetune" / "glue-sst2.yaml", "--smoke", "--model", gpt,
+                                  "--max-steps", 2, "--output-dir", tmp_path / "sst2", *FAST)
+    runs["sft-lora"] = hfpipe_cli("finetune", RECIPES / "peft" / "sft-lora.yaml", "--smoke", "--model", gpt,
+                                  "--max-steps", 2, "--output-dir", tmp_path / "sft", *FAST)
+    runs["icl"] = hfpipe_cli("icl", RECIPES / "icl" / "glue-sst2.yaml", "--smoke", "--model", gpt,
+                             "--output-dir", tmp_path / "icl")
+    runs["evaluate"] = hfpipe_cli("evaluate", RECIPES / "pretrain" / "gpt-clm.yaml", "--smoke", "--model", gpt,
+                                  "--output-dir", tmp_path / "ppl")
+    for verb, result in runs.items():
+        assert result.returncode == 0, (verb, result.stderr[-3000:])
+        assert foreign_warnings(result.stderr) == [], (verb, foreign_warnings(result.stderr))
+    swap = [line for line in runs["finetune"].stderr.splitlines() if "hfpipe.checkpoints" in line]
+    assert len(swap) == 1 and re.search(r"loaded the backbone; .*initialised (score|classifier)", swap[0]), swap
