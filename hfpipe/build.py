@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from . import models
 from .adapters import quantization_config, quantized_load_kwargs, virtual_positions
-from .checkpoints import is_adapter_folder, load_model, merged
+from .checkpoints import adapter_base, hub_errors_as_input_errors, is_adapter_folder, load_model, merged
 from .errors import InputError
 from .recipes import DEFAULT_VOCAB_SIZE
 
@@ -39,7 +39,10 @@ def load_tokenizer(recipe, texts, output_dir=None):
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(source)
-        return AutoTokenizer.from_pretrained(name, revision=revision)
+        if is_adapter_folder(name) and not (Path(name) / "tokenizer_config.json").is_file():
+            name, revision = adapter_base(name), None
+        with hub_errors_as_input_errors(name):
+            return AutoTokenizer.from_pretrained(name, revision=revision)
     folder = Path(output_dir or recipe.train.output_dir) / "tokenizer"
     if recipe.train.resume:
         # A resumed run must see the very ids it was trained with: reuse, never retrain. Trainer

@@ -13,6 +13,7 @@ missing, shapes that differ).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -75,6 +76,19 @@ def check_checkpoint(name: str) -> None:
             check_checkpoint(base)
 
 
+@contextlib.contextmanager
+def hub_errors_as_input_errors(name: str):
+    """A Hub id that cannot be fetched (offline, no network, no such repo) is one line, not a traceback."""
+    try:
+        yield
+    except OSError as error:
+        if _local(name) is not None:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{name}: cannot be loaded from the Hub ({first}); give a local checkpoint folder "
+                         "(--model DIR)") from None
+
+
 class _HeldLoadReport(logging.Filter):
     """Holds transformers' LOAD REPORT back: shown only if the load then fails (it explains why)."""
 
@@ -114,7 +128,8 @@ def load_model(auto_class, name: str, revision: str | None = None, **kwargs):
     report = _HeldLoadReport()
     transformers_logger.addFilter(report)
     try:
-        model, info = auto_class.from_pretrained(name, revision=revision, output_loading_info=True, **kwargs)
+        with hub_errors_as_input_errors(name):
+            model, info = auto_class.from_pretrained(name, revision=revision, output_loading_info=True, **kwargs)
     except Exception:
         transformers_logger.removeFilter(report)
         for record in report.held:

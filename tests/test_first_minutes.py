@@ -166,3 +166,10 @@ def test_a_tiny_run_of_each_training_verb_prints_no_foreign_warning(tmp_path):
         assert foreign_warnings(result.stderr) == [], (verb, foreign_warnings(result.stderr))
     swap = [line for line in runs["finetune"].stderr.splitlines() if "hfpipe.checkpoints" in line]
     assert len(swap) == 1 and re.search(r"loaded the backbone; .*initialised (score|classifier)", swap[0]), swap
+
+
+@pytest.mark.parametrize("recipe, hint", [("finetune/squad-v1.yaml", "SQuAD JSON"), ("finetune/glue-sst2.yaml", "TSV")])
+def test_a_hub_dataset_offline_is_one_line_naming_the_local_alternative(decoder_dir, tmp_path, recipe, hint):
+    result = hfpipe_cli("finetune", RECIPES / recipe, "--model", decoder_dir, "--output-dir", tmp_path / "out")
+    line = one_line_error(result)
+    assert "data.dataset" in line and "offline" in line and hint in line

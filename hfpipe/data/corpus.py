@@ -286,10 +286,10 @@ def _load_files(
 def _load_source(
     source: str, dataset_config: str | None, split: str, text_column: str, streaming: bool, cache_dir: str | None
 ) -> dict[str, Dataset | IterableDataset]:
-    try:
-        loaded = datasets.load_dataset(source, dataset_config, streaming=streaming, cache_dir=cache_dir)
-    except datasets.exceptions.DatasetNotFoundError as error:
-        raise InputError(f"data.dataset {source!r} was not found ({error}); expected a Hub dataset name") from error
+    from ..hub import load_hub_dataset
+
+    loaded = load_hub_dataset(source, dataset_config, streaming=streaming, cache_dir=cache_dir,
+                              local_hint="give local text files instead (--train-file, data.train_files)")
     if split not in loaded:
         raise InputError(f"dataset {source!r} has no split {split!r}; found {', '.join(loaded)}")
     splits = {"train": loaded[split]}

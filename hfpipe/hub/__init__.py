@@ -6,12 +6,14 @@ Hub's errors into one-line ``InputError``s.
 """
 
 from .card import write_model_card
-from .pull import CHECKPOINT_MARKER, hub_offline, parse_model_reference, pull_checkpoint, resolve_checkpoint
+from .pull import (CHECKPOINT_MARKER, hub_offline, load_hub_dataset, parse_model_reference, pull_checkpoint,
+                   resolve_checkpoint)
 from .push import push_to_hub, select_upload_files
 
 __all__ = [
     "CHECKPOINT_MARKER",
     "hub_offline",
+    "load_hub_dataset",
     "parse_model_reference",
     "pull_checkpoint",
     "push_to_hub",

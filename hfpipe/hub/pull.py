@@ -148,3 +148,18 @@ def pull_checkpoint(reference: str, output_dir: str | Path, *, token: str | None
     partial.rename(local)  # whole or not at all: a crash mid-copy leaves only the .partial folder
     logger.info("%s: pulled %s%s to %s", where, name, f"/{prefix}" if prefix else "", local)
     return str(local)
+
+
+def load_hub_dataset(name: str, config: str | None = None, *, local_hint: str, **kwargs):
+    """``datasets.load_dataset(name, config)`` for a Hub dataset, with one line for a dataset that cannot
+    be reached (offline, no network) or does not exist, saying which local files work instead."""
+    import datasets
+
+    label = f"data.dataset {name}" + (f" ({config})" if config else "")
+    try:
+        return datasets.load_dataset(name, config, **kwargs)
+    except datasets.exceptions.DatasetNotFoundError as error:
+        raise InputError(f"{label}: not found on the Hub ({error}); {local_hint}") from None
+    except (ConnectionError, OSError) as error:
+        why = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else f"{type(error).__name__}: {error}"
+        raise InputError(f"{label}: cannot be reached on the Hub, {why}; {local_hint}") from None

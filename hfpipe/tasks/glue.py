@@ -275,15 +275,10 @@ def _split_files(spec, train_file, validation_file, test_file, validation_mm_fil
 
 
 def _load_from_hub(spec: GlueTask, cache_dir, dataset: str = GLUE_HUB_ID, config: str | None = None):
-    import datasets
+    from ..hub import load_hub_dataset
 
-    try:
-        loaded = datasets.load_dataset(dataset, config, cache_dir=cache_dir)
-    except ConnectionError as err:
-        raise InputError(
-            f"cannot load {dataset} ({config}) from the Hub ({err}); give GLUE's TSV files "
-            "instead (--train-file/--validation-file, or a GLUE data folder)"
-        ) from err
+    loaded = load_hub_dataset(dataset, config, cache_dir=cache_dir, local_hint="give GLUE's TSV files instead "
+                              "(--train-file/--validation-file, or a GLUE data folder)")
     for split, rows in loaded.items():
         missing = [c for c in (*spec.text_fields, "label") if c not in rows.column_names]
         if missing:

@@ -100,9 +100,10 @@ def _load_sft(recipe, train_files, validation_files, do_train) -> dict:
         if validation_files:
             splits["validation"] = sft.load_sft_jsonl(validation_files[0], **columns)
     else:
-        import datasets
+        from ..hub import load_hub_dataset
 
-        loaded = datasets.load_dataset(data.dataset, data.dataset_config)
+        loaded = load_hub_dataset(data.dataset, data.dataset_config, local_hint="give JSONL files of "
+                                  "instruction/response pairs instead (--train-file/--validation-file)")
         renames = {task.instruction_column: "instruction", task.response_column: "response"}
         splits = {}
         for name, split in (("train", "train"), ("validation", "validation"), ("validation", "test")):

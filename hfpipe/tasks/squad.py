@@ -86,7 +86,10 @@ def load_squad(
     path = Path(source)
     if path.suffix or path.exists():
         return _load_squad_json(path, version)
-    dataset = datasets.load_dataset(str(source), split=split)
+    from ..hub import load_hub_dataset
+
+    dataset = load_hub_dataset(str(source), split=split, local_hint="give SQuAD JSON files instead "
+                               "(--train-file/--validation-file, the official train-v1.1.json / dev-v1.1.json format)")
     missing = sorted(set(SQUAD_FEATURES) - set(dataset.column_names) - {"title"})
     if missing:
         raise InputError(f"{source}: dataset has no column(s) {', '.join(missing)}; expected SQuAD's {list(SQUAD_FEATURES)}")

@@ -147,7 +147,10 @@ def load_tagging(source: str, split: str, tokens_column: str = "tokens", tags_co
         except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
             raise InputError(f"{path}: not a readable {kind} table ({type(e).__name__})") from None
         return from_columns(table, tokens_column, tags_column, str(path))
-    loaded = datasets.load_dataset(source, dataset_config)
+    from ..hub import load_hub_dataset
+
+    loaded = load_hub_dataset(source, dataset_config, local_hint="give CoNLL files instead (--train-file/"
+                              "--validation-file)")
     if split not in loaded:
         raise InputError(f"data.dataset {source}: no {split!r} split; it has {', '.join(loaded)}")
     return from_columns(loaded[split], tokens_column, tags_column, f"{source} [{split}]")
