@@ -195,15 +195,16 @@ def dispatch(args) -> int:
                    commit_message=args.commit_message, include_checkpoints=args.include_checkpoints)
         print(f"pushed {args.dir} to {url}")
     elif verb == "plan":
-        params, attention = args.params, 0.0
+        params, attention, family = args.params, 0.0, None
         if args.recipe is not None:
             recipe = _run("recipes", "load_recipe", args.recipe)
             attention = _run("plan", "recipe_attention_flops_per_token", recipe)
+            family = recipe.model.family
             if args.compute is None and args.gpu_hours is None and params is None:
                 params = _run("plan", "recipe_parameter_count", recipe)
         result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,
                       gpu=args.gpu if args.gpu_hours is not None or args.recipe is not None else None,
-                      params=params, mfu=args.mfu, attention_flops=attention)
+                      params=params, mfu=args.mfu, attention_flops=attention, family=family)
         print(_run("plan", "format_plan", result))
     elif verb == "demo":
         _run("demo", "run_demo", args.output_dir, budget=args.budget, epochs=args.epochs)

@@ -38,8 +38,8 @@ from .metrics import load_metric
 from .recipes import SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
 from .tasks import generative_qa, glue, sft, squad, tagging
 from .tasks.loading import TaskData, load_task_data
-from .train import (add_perplexity, build_trainer, finish_run, prepare_output_dir, results_table, standard_metric_name,
-                    write_json)
+from .train import (add_perplexity, build_trainer, finish_run, is_bookkeeping, prepare_output_dir, results_table,
+                    standard_metric_name, write_json)
 
 logger = logging.getLogger("hfpipe.finetune")
 
@@ -401,7 +401,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
                           task=recipe.task.name, datasets=data.datasets, base_model=recipe.model.name_or_path)
     if trainer.is_world_process_zero():
         write_json(output_dir / "eval_results.json", metrics)
-        shown = {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "per_second"))}
+        shown = {k: v for k, v in metrics.items() if not is_bookkeeping(k)}
         print("\n" + results_table(f"Evaluation: {recipe.model.name_or_path} on {recipe.task.name}", shown) + "\n")
     return metrics
 

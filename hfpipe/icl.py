@@ -201,7 +201,10 @@ def run_icl(recipe, device: str = "auto", dtype: str = "auto") -> dict:
     from .build import load_tokenizer_and_model
     from .tasks.loading import load_task_data
 
+    from .train import prepare_output_dir
+
     target = resolve_device(device)  # before loading anything: a missing GPU is one line
+    output_dir, _ = prepare_output_dir(recipe)  # a finished run's results are never overwritten
     set_seed(recipe.train.seed)
     spec = glue.get_glue_task(recipe.task.name)
     if spec.label_names is None:
@@ -217,8 +220,6 @@ def run_icl(recipe, device: str = "auto", dtype: str = "auto") -> dict:
     tokenizer, model = load_tokenizer_and_model(recipe, auto_class, texts)
     model = place_model(model, target, inference_dtype(target, dtype, recipe.train.mixed_precision)).eval()
     max_length = context_length(model, recipe)
-    output_dir = Path(recipe.train.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     metrics = {}
     for k in recipe.icl.shots:
         shot_metrics, predictions = evaluate_shots(model, tokenizer, data.train, evaluation, spec, k, recipe.icl,

@@ -72,20 +72,23 @@ _GPU_ALIASES = {"4090": "rtx4090", "rtx-4090": "rtx4090", "h100-sxm": "h100", "a
                 "a100-pcie": "a100", "rtx-a6000": "a6000", "v5e": "tpu-v5e", "v5p": "tpu-v5p", "v4": "tpu-v4"}
 
 @functools.cache
-def preset_parameter_counts() -> dict[str, int]:
-    """Parameters of every hfpipe size preset (models.SIZE_PRESETS: "encoder base", ...), counted
-    on the meta device (no memory, ~1 s); base and large match the published models (test_parity)."""
+def preset_parameter_counts(family: str | None = None) -> dict[str, int]:
+    """Parameters of every hfpipe size preset (models.SIZE_PRESETS: "encoder base", ...), of one
+    ``family`` if given, counted on the meta device (no memory, ~1 s); base and large match the
+    published models (test_parity)."""
     import torch
 
     from hfpipe.models import MODEL_CLASSES, SIZE_PRESETS, config_for
 
     counts = {}
     with torch.device("meta"):
-        for family, sizes in SIZE_PRESETS.items():
-            model_class = next(iter(MODEL_CLASSES[family].values()))
+        for name, sizes in SIZE_PRESETS.items():
+            if family is not None and name != family:
+                continue
+            model_class = next(iter(MODEL_CLASSES[name].values()))
             for size in sizes:
-                model = model_class(config_for(family, size))
-                counts[f"{family} {size}"] = sum(p.numel() for p in model.parameters())
+                model = model_class(config_for(name, size))
+                counts[f"{name} {size}"] = sum(p.numel() for p in model.parameters())
     return counts
 
 
@@ -183,6 +186,7 @@ def plan(
     mfu: float = 0.4,
     presets: Mapping[str, float] | None = None,
     attention_flops: float = 0.0,
+    family: str | None = None,
 ) -> dict[str, Any]:
     """The compute-optimal plan for one budget: exactly one of ``compute_flops``, ``gpu_hours`` (with
     ``gpu``) or ``params``. ``gpu`` with the other two adds the GPU-hours the plan needs.
@@ -192,6 +196,8 @@ def plan(
     ``mfu``, ``gpu_hours`` (None without a GPU), ``nearest_preset`` and ``nearest_preset_params``
     (closest on a log scale among ``presets``: name -> parameter count; default
     hfpipe's own presets, :func:`preset_parameter_counts`), ``attention_flops_per_token`` (A).
+
+    ``family``: the nearest preset is one of that family's (a recipe's plan names its own family).
 
     ``attention_flops``: A, attention's training FLOPs per token at the run's length and pattern
     (:func:`attention_flops_per_token`); the budget is then C = (6 N + A) D with D = 20 N.
@@ -227,7 +233,7 @@ def plan(
         # C = (6 N + A) k N: the positive root of 6k N^2 + A k N - C = 0 (N = sqrt(C / 120) when A = 0)
         quadratic = FLOPS_PER_PARAM_TOKEN * k
         n = (-a * k + math.sqrt((a * k) ** 2 + 4 * quadratic * compute)) / (2 * quadratic)
-    preset, preset_params = _nearest_preset(n, preset_parameter_counts() if presets is None else presets)
+    preset, preset_params = _nearest_preset(n, preset_parameter_counts(family) if presets is None else presets)
     return {
         "budget": budget,
         "compute_flops": compute,
@@ -263,7 +269,7 @@ def format_plan(p: Mapping[str, Any]) -> str:
         days = p["gpu_hours"] / 24
         rows.append(("gpu-hours", f"{p['gpu_hours']:,.1f} ({days:,.1f} GPU-days)"))
     if p.get("nearest_preset") is not None:
-        ratio = p["params"] / p["nearest_preset_params"]
+        ratio = p["nearest_preset_params"] / p["params"]
         rows.append(("nearest preset", f"{p['nearest_preset']} ({_si(p['nearest_preset_params'])} parameters, "
                      f"{ratio:.3g}x the plan)"))
     width = max(len(name) for name, _ in rows)

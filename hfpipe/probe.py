@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,8 +186,8 @@ def summarise(rows: list[dict], num_answers: int) -> dict:
               "all": [r for r in rows if r["rank"] is not None]}
     for name, group in groups.items():
         metrics[f"{name}_count"] = len(group)
-        for k in TOP_K:
-            metrics[f"{name}_precision@{k}"] = (sum(r["rank"] <= k for r in group) / len(group)) if group else math.nan
+        for k in TOP_K if group else ():  # an empty group has no precision (not a NaN row)
+            metrics[f"{name}_precision@{k}"] = sum(r["rank"] <= k for r in group) / len(group)
     metrics["not_scored"] = sum(r["rank"] is None for r in rows)
     metrics["multi_token_candidates"] = num_answers
     return metrics
@@ -230,6 +229,10 @@ def run_probe(args) -> dict:
     device = resolve_device(getattr(args, "device", "auto"))
     model, tokenizer = load_probe_model(args.model, device=device, dtype=getattr(args, "dtype", "auto"))
     metrics, rows = probe(model, tokenizer, statements)
+    if not metrics["all_count"]:
+        raise InputError(f"{args.file}: none of its {len(rows)} statements can be scored by {args.model}: every answer "
+                         "is several tokens of its tokenizer, and a masked LM fills one token per blank; give "
+                         "answers that are single tokens, or probe a decoder or encoder-decoder")
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "probe_results.json", metrics)
     with open(output_dir / "probe_predictions.jsonl", "w", encoding="utf-8") as f:

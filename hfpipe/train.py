@@ -313,6 +313,14 @@ def add_perplexity(metrics: dict, prefix: str = "eval_") -> dict:
     return metrics
 
 
+# Trainer's timing and bookkeeping entries: in eval_results.json, not in the table a reader scans.
+BOOKKEEPING = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch")
+
+
+def is_bookkeeping(metric: str) -> bool:
+    return metric.removeprefix("eval_").endswith(BOOKKEEPING)
+
+
 def results_table(title: str, rows: dict[str, float | int | str]) -> str:
     """A plain aligned two-column table for the terminal (and the model card)."""
     items = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in rows.items()]
@@ -348,7 +356,7 @@ def finish_run(trainer, recipe, output_dir: Path, train_result, eval_metrics: di
         _write_card(output_dir, recipe, eval_metrics or {}, model_name=model_name, task=task,
                     datasets=datasets, base_model=base_model)
     if trainer.is_world_process_zero():
-        shown = {k: v for k, v in (eval_metrics or {}).items() if not k.endswith(("_runtime", "per_second"))}
+        shown = {k: v for k, v in (eval_metrics or {}).items() if not is_bookkeeping(k)}
         shown["train_loss"] = train_metrics.get("train_loss", float("nan"))
         shown["train_steps"] = trainer.state.global_step
         print("\n" + results_table(f"Results: {model_name} ({output_dir})", shown) + "\n", flush=True)

@@ -99,3 +99,13 @@ def test_bad_inputs_raise_input_error(kwargs, message):
         plan(**kwargs)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_recipes_plan_names_a_preset_of_its_own_family_and_its_size_relative_to_the_plan():
+    from hfpipe.plan import format_plan, plan, preset_parameter_counts
+
+    result = plan(gpu_hours=100, gpu="h100", family="encoder")
+    assert result["nearest_preset"].startswith("encoder ")
+    assert set(preset_parameter_counts("encoder")) == {n for n in preset_parameter_counts() if n.startswith("encoder")}
+    ratio = result["nearest_preset_params"] / result["params"]
+    assert f"{ratio:.3g}x the plan" in format_plan(result)  # the preset's size as a multiple of the plan's

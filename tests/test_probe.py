@@ -169,3 +169,17 @@ def test_probe_cli_writes_results_and_refuses_to_overwrite(bert_dir, tmp_path):
     assert len((tmp_path / "out" / "probe_predictions.jsonl").read_text().splitlines()) == 3
     assert "precision@10" in first.stdout
     assert again.returncode == 2 and "earlier probe" in again.stderr
+
+
+def test_an_encoder_probe_of_only_multi_token_answers_says_why_instead_of_a_table_of_nan(bert_dir, tmp_path):
+    facts = write_facts(tmp_path / "f.jsonl", [("w1 is in [MASK] .", "new york"), ("w2 is in [MASK] .", "new york")])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "hfpipe", "probe", str(bert_dir), "--file", str(facts),
+                             "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hfpipe")]  # (after the load's bar)
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "none of its 2 statements" in lines[0] and "several tokens" in lines[0]
+    assert "nan" not in result.stdout.lower()
+    model, tokenizer = load_probe_model(str(bert_dir), device="cpu")
+    metrics, _ = probe(model, tokenizer, read_statements(write_facts(tmp_path / "g.jsonl", FACTS)))
+    assert not any(key.startswith("multi_token_precision") for key in metrics)  # no empty group's NaN row
