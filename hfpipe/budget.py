@@ -13,15 +13,20 @@ carries the spent time across a resume (in the checkpoint's trainer_state.json).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 
 import torch
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+logger = logging.getLogger("hfpipe.budget")
 
 STATE_KEY = "TimeBudget"  # its entry in TrainerState.stateful_callbacks, saved with every checkpoint
-SCHEDULES = ("linear", "cosine", "constant")
+SCHEDULES = ("linear", "cosine", "cosine_with_min_lr", "constant")
 
 
 class TimeBudget:
@@ -60,10 +65,12 @@ class TimeBudget:
         return self.fraction
 
 
-def lr_factor(budget: TimeBudget, warmup_fraction: float, schedule: str = "linear") -> Callable[[int], float]:
+def lr_factor(budget: TimeBudget, warmup_fraction: float, schedule: str = "linear",
+              min_lr_rate: float = 0.0) -> Callable[[int], float]:
     """A ``LambdaLR`` factor over the budget's spent fraction f (the step argument is ignored):
     linear warm-up to 1 over ``warmup_fraction`` of the budget, then ``schedule`` down to 0 at f = 1
-    (Cramming's one-cycle is ``linear``)."""
+    (Cramming's one-cycle is ``linear``); ``cosine_with_min_lr`` ends at ``min_lr_rate`` instead, as
+    transformers' schedule of that name does over steps."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
     if not 0 <= warmup_fraction < 1:
@@ -78,6 +85,8 @@ def lr_factor(budget: TimeBudget, warmup_fraction: float, schedule: str = "linea
         progress = (f - warmup_fraction) / (1 - warmup_fraction)
         if schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "cosine_with_min_lr":
+            return min_lr_rate + (1 - min_lr_rate) * 0.5 * (1 + math.cos(math.pi * progress))
         return max(0.0, 1 - progress)
 
     return factor
@@ -122,6 +131,47 @@ class TimeBudgetCallback(TrainerCallback):
         return control
 
 
+class BudgetProgressCallback(ProgressCallback):
+    """Trainer's progress bar, drawn over the budget instead of over ``max_steps`` (a budgeted run's
+    max_steps is only an upper bound, often 1,000,000): seconds spent of the budget, the steps so far
+    and their rate. Says so when the budget, not the step count, ends the run."""
+
+    def __init__(self, budget: TimeBudget):
+        super().__init__()
+        self.budget = budget
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=round(self.budget.seconds), unit="s", dynamic_ncols=True,
+                                     bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of the time budget{postfix}")
+        self.current_step = 0
+        self.first_step = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None:
+            return
+        spent = min(self.budget.fraction, 1.0) * self.budget.seconds
+        if self.first_step is None:
+            self.first_step = (state.global_step, spent)  # a resumed run's rate counts from here
+        steps, seconds = state.global_step - self.first_step[0], spent - self.first_step[1]
+        rate = f", {steps / seconds:.2f} steps/s" if steps and seconds > 0 else ""
+        self.training_bar.set_postfix_str(f"step {state.global_step}{rate}", refresh=False)
+        self.training_bar.update(max(0.0, spent - self.training_bar.n))
+        self.current_step = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.training_bar.close()
+            self.training_bar = None
+            if self.budget.fraction >= 1.0:
+                logger.info("time budget of %s spent: stopped after %d optimizer steps (train.max_steps %d not "
+                            "reached)", _duration(self.budget.seconds), state.global_step, state.max_steps)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
 def _collective_device() -> torch.device:
     backend = torch.distributed.get_backend()
     return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
@@ -152,14 +202,15 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
-def budget_trainer(trainer_class: type, budget: TimeBudget, warmup_fraction: float, schedule: str) -> type:
+def budget_trainer(trainer_class: type, budget: TimeBudget, warmup_fraction: float, schedule: str,
+                   min_lr_rate: float = 0.0) -> type:
     """``trainer_class`` whose learning-rate schedule runs over ``budget`` instead of over max_steps."""
 
     class BudgetTrainer(trainer_class):
         def create_scheduler(self, num_training_steps: int, optimizer=None):
             if self.lr_scheduler is None:
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer or self.optimizer, lr_factor(budget, warmup_fraction, schedule)
+                    optimizer or self.optimizer, lr_factor(budget, warmup_fraction, schedule, min_lr_rate)
                 )
             return self.lr_scheduler
 

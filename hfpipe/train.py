@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from .accumulation import LossCountsMixin
-from .budget import TimeBudget, TimeBudgetCallback, budget_trainer, parse_duration
+from .budget import BudgetProgressCallback, TimeBudget, TimeBudgetCallback, budget_trainer, parse_duration
 from .errors import InputError
 from .hub import CHECKPOINT_MARKER as COMPLETE_MARKER  # written last into checkpoint-N/ (and pushed with it)
 from .hub import pull_checkpoint, push_to_hub, write_model_card
@@ -276,7 +277,8 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
     budget_callbacks = []
     if recipe.train.time_budget is not None:
         budget = TimeBudget(parse_duration(recipe.train.time_budget))
-        trainer_class = budget_trainer(trainer_class, budget, recipe.train.warmup_ratio, recipe.train.lr_scheduler_type)
+        trainer_class = budget_trainer(trainer_class, budget, recipe.train.warmup_ratio, recipe.train.lr_scheduler_type,
+                                       (recipe.train.lr_scheduler_kwargs or {}).get("min_lr_rate", 0.0))
         budget_callbacks.append(TimeBudgetCallback(budget))
     trainer = trainer_class(
         model=model,
@@ -291,6 +293,9 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
         + ([PushCheckpointsCallback(recipe)] if recipe.hub.push and recipe.hub.hub_strategy == "every_save" else []),
         **trainer_kwargs,
     )
+    if budget_callbacks and not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BudgetProgressCallback(budget))
     return trainer, curve
 
 

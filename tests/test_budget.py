@@ -83,6 +83,17 @@ def test_schedules_over_the_budget(schedule, midpoint):
     assert lr_factor(_at(1.0), 0.1, schedule)(0) == pytest.approx(0.0 if schedule != "constant" else 1.0)
 
 
+def test_cosine_with_min_lr_over_the_budget_ends_at_the_min_rate_as_transformers_schedule_does():
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    steps = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=10, num_training_steps=100,
+                          scheduler_specific_kwargs={"min_lr_rate": 0.1})
+    for step in (0, 5, 10, 40, 55, 99, 100):
+        reference = steps.lr_lambdas[0](step)
+        assert lr_factor(_at(step / 100), 0.1, "cosine_with_min_lr", min_lr_rate=0.1)(0) == pytest.approx(reference)
+
+
 @pytest.mark.parametrize("text, seconds", [(1800, 1800), ("1800s", 1800), ("30m", 1800), ("1.5h", 5400),
                                            ("1h30m", 5400), ("90", 90)])
 def test_durations(text, seconds):
@@ -108,8 +119,7 @@ GPT = Path(__file__).resolve().parents[1] / "recipes" / "pretrain" / "gpt-clm.ya
 def test_a_recipe_with_a_time_budget_stops_on_time(tmp_path):
     out = tmp_path / "run"
     result = _hfpipe("pretrain", GPT, "--smoke", "--max-steps", 100_000, "--output-dir", out,
-                     "--set", "train.time_budget=10s", "--set", "train.warmup_steps=0", "--set", "train.warmup_ratio=0.1",
-                     "--set", "train.lr_scheduler_type=linear", "--set", "train.lr_scheduler_kwargs={}",
+                     "--set", "train.time_budget=10s",  # the recipe's cosine_with_min_lr, over the budget
                      "--set", "train.gradient_accumulation_steps=1", "--set", "train.torch_compile=false",
                      "--set", "train.mixed_precision=no", "--set", "train.save_steps=100000")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -119,12 +129,16 @@ def test_a_recipe_with_a_time_budget_stops_on_time(tmp_path):
     rates = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
     assert max(rates) <= 1.0001 * float(load_recipe(GPT).train.learning_rate)
     assert (out / "model.safetensors").is_file()
+    assert "time budget of 10 s spent: stopped after" in result.stderr  # a budget stop says so
+    bar = result.stderr.replace("\r", "\n")
+    assert "/10 s of the time budget, step" in bar and "/100000 " not in bar  # not a bar over max_steps
 
 
 @pytest.mark.parametrize("setting, named", [("train.time_budget=30x", "train.time_budget"),
-                                            ("train.time_budget=20m", "train.lr_scheduler_type")])
+                                            ("train.lr_scheduler_type=polynomial", "train.lr_scheduler_type")])
 def test_a_bad_time_budget_is_one_line(tmp_path, setting, named):
-    result = _hfpipe("pretrain", GPT, "--smoke", "--set", setting, "--output-dir", tmp_path / "out")
+    result = _hfpipe("pretrain", GPT, "--smoke", "--set", "train.time_budget=20m", "--set", setting,
+                     "--output-dir", tmp_path / "out")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and named in lines[0], result.stderr

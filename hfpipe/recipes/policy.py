@@ -59,7 +59,7 @@ def load_recipe(
     user += _cli_pairs(cli_overrides or {})
     for key, value, origin in user:
         apply_override(Recipe, raw, key, value, origin)
-    recipe = Recipe.from_dict(raw, where)
+    recipe = Recipe.from_dict(raw, where, cross_checks=not smoke)
     if smoke:
         # Smoke defaults are computed from the user's recipe, then the recipe's own smoke
         # section refines them, then the user's explicit overrides win over both.

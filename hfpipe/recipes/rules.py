@@ -239,9 +239,11 @@ def _validate_train(t: TrainSection, where: str) -> None:
         if t.warmup_steps:
             raise error(where, "train.warmup_steps", "counts steps; with train.time_budget give warmup_ratio "
                          "(a fraction of the budget)")
-        if t.lr_scheduler_kwargs:
-            raise error(where, "train.lr_scheduler_kwargs", "are options of step-based schedules; with "
-                         "train.time_budget remove them")
+        allowed = {"min_lr_rate"} if t.lr_scheduler_type == "cosine_with_min_lr" else set()
+        extra = sorted(set(t.lr_scheduler_kwargs or {}) - allowed)
+        if extra:
+            raise error(where, "train.lr_scheduler_kwargs", f"{extra[0]!r} is an option of step-based schedules; with "
+                         "train.time_budget only cosine_with_min_lr's min_lr_rate applies")
     from transformers.trainer_utils import SchedulerType  # lazy, and the allowed names stay transformers' own
     from transformers.training_args import OptimizerNames
 
