@@ -185,11 +185,18 @@ def test_samples_follow_the_generator_distribution():
     assert (sharp == 0).all()
 
 
+def test_evaluation_draws_the_same_replacements_every_time():
+    model = _model().eval()
+    input_ids, attention_mask, labels, _ = _batch()
+    first, second = (model(input_ids, attention_mask, labels=labels) for _ in range(2))
+    assert torch.equal(first.replaced, second.replaced) and first.loss.item() == second.loss.item()
+
+
 def test_replacements_follow_the_generator_over_many_batches():
     """A generator whose distribution is fixed (its head's norm zeroed: logits = output bias): a chosen
     token is replaced exactly when the sample differs from it, so the replaced fraction of chosen
     tokens whose original has probability p is 1 - p; nothing else is ever labelled replaced."""
-    model = _model().eval()
+    model = _model().train()  # training draws fresh samples for every batch (no dropout in _config)
     probabilities = torch.full((VOCAB,), 0.5 / (VOCAB - 1))
     probabilities[7] = 0.5
     with torch.no_grad():

@@ -110,11 +110,12 @@ def electra_generator_config(config: HfpipeEncoderConfig, size_fraction: float =
     return generator
 
 
-def sample_tokens(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """(K, V) logits -> (K,) token ids drawn from softmax(logits / temperature), by the Gumbel-max
     trick as the official code's sample_from_softmax. No gradient: the ids are integers."""
     with torch.no_grad():
-        uniform = torch.rand_like(logits, dtype=torch.float32).clamp_(min=torch.finfo(torch.float32).tiny)
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)
+        uniform = uniform.clamp_(min=torch.finfo(torch.float32).tiny)
         gumbel = -torch.log(-torch.log(uniform))  # (K, V)
         return (logits.detach().float() / temperature + gumbel).argmax(-1)  # (K,)
 
@@ -210,7 +211,9 @@ class HfpipeElectraForPreTraining(HfpipeEncoderPreTrainedModel):
         generator_loss = normalise(nll.sum(), rows.numel(), num_items_in_batch)
 
         # Replace the chosen tokens by samples; a sample equal to the original stays "original"
-        sampled = sample_tokens(generator_logits, self.temperature)  # (K,)
+        # Evaluation draws from a fixed seed, so that eval_loss compares checkpoints, not draws
+        seeded = None if self.training else torch.Generator(generator_logits.device).manual_seed(0)
+        sampled = sample_tokens(generator_logits, self.temperature, seeded)  # (K,)
         corrupted = original.reshape(-1).index_copy(0, rows, sampled).view_as(original)  # (B, T)
         padding = attention_mask == 0 if attention_mask is not None else torch.zeros_like(chosen)
         replaced = (corrupted != original).long().masked_fill(padding, -100)  # (B, T)
