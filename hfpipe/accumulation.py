@@ -6,7 +6,9 @@ Trainer counts only ``labels != -100``. Mixed into every Trainer hfpipe builds, 
 - extractive QA (``start_positions``, no ``labels``): the examples of the optimizer step, as
   ``num_items_in_batch``, so the loss is exact whatever the micro-batch sizes;
 - MLM + NSP/SOP: the labelled sentence pairs of the optimizer step, passed to the model as
-  ``num_sequences_in_batch`` next to Trainer's token count.
+  ``num_sequences_in_batch`` next to Trainer's token count;
+- ELECTRA: the non-padding tokens of the optimizer step (what its discriminator scores), passed as
+  ``num_tokens_in_batch`` to a model whose forward takes it.
 
 Each count goes through Trainer's own ``_get_num_items_in_batch``, so processes are gathered
 (``average_tokens_across_devices``) exactly as for its token count.
@@ -63,4 +65,15 @@ class LossCountsMixin:
             count = self._count([batch["next_sentence_label"] for batch in batch_samples], device)
             for batch in batch_samples if count is not None else ():
                 batch["num_sequences_in_batch"] = count
+        if (
+            num_items_in_batch is not None
+            and batch_samples
+            and "attention_mask" in batch_samples[0]
+            and self.args.n_gpu <= 1
+            and "num_tokens_in_batch" in inspect.signature(_unwrapped(self).forward).parameters
+        ):
+            # padding (0) -> -100, so that Trainer's count of entries != -100 counts the tokens
+            count = self._count([batch["attention_mask"].long() * 101 - 100 for batch in batch_samples], device)
+            for batch in batch_samples if count is not None else ():
+                batch["num_tokens_in_batch"] = count
         return batch_samples, num_items_in_batch

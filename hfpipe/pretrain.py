@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +63,8 @@ class Examples:
 def build_model(recipe, tokenizer, positions_needed: int, added_tokens: int = 0):
     """A new model sized from ``len(tokenizer)``, or the recipe's checkpoint. ``added_tokens``: tokens the
     objective added to the tokenizer (UL2's paradigm tokens); a checkpoint gets embedding rows for them."""
+    if recipe.objective.name == "electra":
+        return build_electra(recipe, tokenizer, positions_needed)
     auto_class = AUTO_CLASS[recipe.objective.name]
     if recipe.model.name_or_path:
         from .hub import parse_model_reference
@@ -82,6 +85,59 @@ def build_model(recipe, tokenizer, positions_needed: int, added_tokens: int = 0)
             f"embedding of model {recipe.model.name_or_path or '(new)'} has {embeddings} rows; "
             "use the model's own tokenizer or a matching tokenizer.name_or_path"
         )
+    return model
+
+
+def build_electra(recipe, tokenizer, positions_needed: int):
+    """ELECTRA's generator + discriminator: new, sized as the recipe's encoder (the discriminator) and
+    ``objective.generator_size_fraction`` of it, or continued from an ELECTRA run's output folder (the
+    discriminator there, the generator in its generator/; a plain encoder checkpoint gets a new generator)."""
+    from transformers import AutoConfig
+
+    from .models.electra import GENERATOR_FOLDER, HfpipeElectraForPreTraining, electra_generator_config
+
+    objective = recipe.objective
+    if recipe.model.name_or_path:
+        from .hub import parse_model_reference
+
+        name, revision = parse_model_reference(recipe.model.name_or_path)
+        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+        if config.model_type != "hfpipe_encoder":
+            raise InputError(f"model.name_or_path {recipe.model.name_or_path}: ELECTRA continues an hfpipe encoder, "
+                             f"got model_type {config.model_type}")
+    else:
+        config = new_model_config(recipe, tokenizer, positions_needed)
+    try:
+        generator_config = electra_generator_config(config, objective.generator_size_fraction)
+    except ValueError as problem:
+        raise InputError(f"objective.generator_size_fraction: {problem}") from None
+    model = HfpipeElectraForPreTraining(config, generator_config, discriminator_weight=objective.discriminator_weight)
+    if recipe.model.name_or_path:
+        from transformers import AutoModelForMaskedLM
+
+        from .models.electra import HfpipeEncoderForReplacedTokenDetection
+
+        # the discriminator head is new where the checkpoint has none (a plain encoder)
+        discriminator = HfpipeEncoderForReplacedTokenDetection.from_pretrained(name, revision=revision)
+        model.discriminator.load_state_dict(discriminator.state_dict())
+        try:
+            generator = AutoModelForMaskedLM.from_pretrained(name, revision=revision, subfolder=GENERATOR_FOLDER)
+        except OSError:
+            logger.info("%s has no %s/: a new generator of %.2f the width", name, GENERATOR_FOLDER,
+                        objective.generator_size_fraction)
+        else:
+            if generator.config.hidden_size != generator_config.hidden_size:
+                raise InputError(f"{name}/{GENERATOR_FOLDER}: hidden size {generator.config.hidden_size}, but "
+                                 f"objective.generator_size_fraction gives {generator_config.hidden_size}")
+            model.generator.load_state_dict(generator.state_dict())  # its embeddings are the shared ones
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        raise InputError(f"tokenizer has {len(tokenizer)} entries but the embedding of model "
+                         f"{recipe.model.name_or_path} has {model.get_input_embeddings().weight.shape[0]} rows")
+    n_generator = sum(p.numel() for n, p in model.generator.named_parameters() if ".embeddings." not in n)
+    logger.info("ELECTRA generator: hidden %d, %d heads, FFN %d, %d layers (%.2fM parameters besides the shared "
+                "embeddings); discriminator weight %g", generator_config.hidden_size,
+                generator_config.num_attention_heads, generator_config.intermediate_size,
+                generator_config.num_hidden_layers, n_generator / 1e6, objective.discriminator_weight)
     return model
 
 
@@ -115,6 +171,21 @@ def _bert_metrics(eval_pred):
     return {
         "mlm_accuracy": token_accuracy(mlm_predictions, labels),
         "nsp_accuracy": float((nsp_predictions == nsp_labels).mean()),
+    }
+
+
+def _electra_metrics(eval_pred):
+    """ELECTRA's evaluation (the official code's metric_fn): the generator's masked-LM loss and accuracy,
+    how many masked tokens its samples replaced, the discriminator's accuracy over every token."""
+    logits, replaced, predictions, nll = eval_pred.predictions[:4]
+    labels = eval_pred.label_ids
+    masked = labels != -100
+    scored = replaced != -100  # Trainer pads batches with -100 too
+    return {
+        "generator_loss": float(nll[masked].mean()) if masked.any() else float("nan"),
+        "generator_accuracy": token_accuracy(predictions, labels),
+        "replaced_fraction": float(replaced[masked].mean()) if masked.any() else float("nan"),
+        "discriminator_accuracy": float(((logits > 0) == (replaced == 1))[scored].mean()),
     }
 
 
@@ -215,6 +286,58 @@ def masked_lm(recipe, corpus, tokenizer) -> Examples:
     return Examples(splits["train"], splits.get("validation"), collator, _lm_metrics(False), _argmax, counters)
 
 
+def electra(recipe, corpus, tokenizer) -> Examples:
+    """ELECTRA: packed blocks masked as mlm (the objective's 85% [MASK], no random tokens); the
+    generator's sampling happens in the model, which needs the generator."""
+    examples = masked_lm(recipe, corpus, tokenizer)
+    examples.compute_metrics, examples.preprocess_logits_for_metrics = _electra_metrics, None
+    return examples
+
+
+class ElectraTrainerMixin:
+    """Trainer for ELECTRA's pair (models/electra.py): logs the generator and discriminator losses
+    apart, writes the tokenizer beside the generator too, and resumes both parts from a checkpoint
+    (whose folder holds the discriminator and generator/, not one state dict of the pair)."""
+
+    _electra_sums = None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            if self._electra_sums is None:  # the first micro-batch since the last log
+                self._electra_sums = {"generator_loss": 0.0, "discriminator_loss": 0.0}
+                self._electra_first_step = self.state.global_step
+            for key in self._electra_sums:  # each micro-batch's share of its optimizer step's loss
+                self._electra_sums[key] = self._electra_sums[key] + outputs[key].detach()
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self._electra_sums is not None:
+            steps = max(self.state.global_step - self._electra_first_step, 1)  # optimizer steps since the last log
+            for key, total in self._electra_sums.items():
+                logs[key] = round(float(total) / steps, 4)
+            self._electra_sums = None
+        super().log(logs, *args, **kwargs)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        # the two scalar losses do not concatenate over batches; _electra_metrics has the per-token outputs
+        ignore = [*(ignore_keys or []), "generator_loss", "discriminator_loss"]
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore)
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        from .models.electra import GENERATOR_FOLDER
+
+        if self.args.should_save and self.processing_class is not None:
+            self.processing_class.save_pretrained(Path(output_dir or self.args.output_dir) / GENERATOR_FOLDER)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self.accelerator.unwrap_model(model or self.model).load_saved(resume_from_checkpoint)
+
+    def _load_best_model(self):
+        self.accelerator.unwrap_model(self.model).load_saved(self.state.best_model_checkpoint)
+
+
 def causal_lm(recipe, corpus, tokenizer) -> Examples:
     from .data.collators import DataCollatorForCausalLM
 
@@ -273,6 +396,7 @@ OBJECTIVES = {
     "sop": bert_pairs,
     "mlm": masked_lm,
     "span_mlm": masked_lm,
+    "electra": electra,
     "clm": causal_lm,
     "span_corruption": span_corruption,
     "prefix_lm": prefix_lm,
@@ -369,25 +493,35 @@ def run_pretraining(recipe) -> dict:
                 "a stream of" if streamed else len(examples.train))
     from .data.collators import ReproducibleCollator
 
+    trainer_class = streaming_trainer(Trainer) if streamed else Trainer
+    if recipe.objective.name == "electra":
+        trainer_class = type(f"Electra{trainer_class.__name__}", (ElectraTrainerMixin, trainer_class), {})
     trainer, _ = build_trainer(
         recipe, model, tokenizer, examples.train, examples.validation,
         ReproducibleCollator(examples.collator, recipe.train.seed),
         compute_metrics=examples.compute_metrics,
         preprocess_logits_for_metrics=examples.preprocess_logits_for_metrics,
-        trainer_class=streaming_trainer(Trainer) if streamed else Trainer, extra_args=extra_args,
+        trainer_class=trainer_class, extra_args=extra_args,
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     if streamed:
         report = stream_report(examples.train, trainer.state.global_step * recipe.train.gradient_accumulation_steps)
         logger.info("training stream (this process): %s", ", ".join(f"{k}={v}" for k, v in report.items()))
         train_result.metrics.update(report)
-    metrics = add_perplexity(trainer.evaluate()) if examples.validation is not None else None
+    metrics = trainer.evaluate() if examples.validation is not None else None
+    if metrics is not None and recipe.objective.name == "electra":
+        # eval_loss adds lambda times the discriminator's BCE: the perplexity is the generator's MLM one
+        metrics["perplexity"] = math.exp(min(metrics["eval_generator_loss"], 700.0))
+    elif metrics is not None:
+        metrics = add_perplexity(metrics)
     if metrics is not None:
         trainer.log_metrics("eval", metrics)
     datasets = [recipe.data.dataset] if recipe.data.dataset else [s.dataset for s in recipe.data.sources if s.dataset]
     return finish_run(trainer, recipe, output_dir, train_result, metrics,
-                      model_name=output_dir.name, task=None, datasets=datasets,
+                      # the Hub has no replaced-token-detection task: the discriminator is kept as an encoder
+                      model_name=output_dir.name, task="feature-extraction" if recipe.objective.name == "electra"
+                      else None, datasets=datasets,
                       base_model=recipe.model.name_or_path)
 
 
-__all__ = ["run_pretraining", "OBJECTIVES", "AUTO_CLASS", "build_model"]
+__all__ = ["run_pretraining", "OBJECTIVES", "AUTO_CLASS", "build_model", "build_electra"]

@@ -62,7 +62,7 @@ def test_every_interface_recipe_exists():
     names = {str(p.relative_to(RECIPES)) for p in ALL_RECIPES}
     expected = {f"finetune/glue-{t}.yaml" for t in GLUE} | {"finetune/squad-v1.yaml", "finetune/squad-v2.yaml"}
     expected |= {f"pretrain/{n}.yaml" for n in ("bert-mlm-nsp", "roberta-mlm", "gpt-clm", "t5-span-corruption",
-                                                  "t5-prefix-lm", "spanbert", "t5-ul2")}
+                                                  "t5-prefix-lm", "spanbert", "t5-ul2", "electra")}
     expected |= {f"peft/glue-sst2-{m}.yaml" for m in ("lora", "prefix", "prompt", "qlora")}
     expected |= {"peft/squad-v1-lora.yaml", "icl/glue-sst2.yaml"}
     expected |= {"finetune/sft.yaml", "peft/sft-lora.yaml"}  # instruction tuning, beyond interface.md's list
@@ -264,7 +264,7 @@ def test_unknown_glue_task_names_the_closest(tmp_path):
     [
         (finetune(model={"family": "bert"}), "model.family: expected one of encoder, decoder, seq2seq, got 'bert'"),
         (finetune(model={"size": "bse"}), "model.size: expected one of tiny, small, base, large, got 'bse' (did you mean 'base'?)"),
-        (pretrain("mlm_sop"), "objective.name: expected one of mlm_nsp, sop, mlm, span_mlm, clm, span_corruption, prefix_lm, ul2, got 'mlm_sop'"),
+        (pretrain("mlm_sop"), "objective.name: expected one of mlm_nsp, sop, mlm, span_mlm, electra, clm, span_corruption, prefix_lm, ul2, got 'mlm_sop'"),
         (finetune(peft={"method": "qlora"}), "peft.method: expected one of none, lora, prefix_tuning, prompt_tuning, ia3, got 'qlora'"),
         (finetune(train={"mixed_precision": "bf32"}), "train.mixed_precision: expected one of no, bf16, fp16, got 'bf32'"),
         (finetune(train={"optim": "adamw_torch_fusd"}), "train.optim: unknown value 'adamw_torch_fusd' (did you mean 'adamw_torch_fused'?)"),

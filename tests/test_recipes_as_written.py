@@ -133,6 +133,7 @@ PRETRAINING = {
     "bert-mlm-nsp.yaml": ("wikipedia", 3),
     "roberta-mlm.yaml": ("wikipedia", 1),  # one step is 256 micro-batches
     "spanbert.yaml": ("wikipedia", 1),
+    "electra.yaml": ("wikipedia", 3),
     "gpt-clm.yaml": ("openwebtext", 2),  # 2 x 32 micro-batches, compiled, in bf16
     "t5-span-corruption.yaml": ("c4", 6),
     "t5-prefix-lm.yaml": ("c4", 6),

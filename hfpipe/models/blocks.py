@@ -74,10 +74,18 @@ class RMSNorm(nn.Module):
         return self.weight * hidden_states  # (..., C)
 
 
-def make_norm(config: HfpipeConfig) -> nn.Module:
+def make_norm(config: HfpipeConfig, width: int | None = None) -> nn.Module:
+    """The layout's norm over ``width`` features (hidden_size when None)."""
+    width = width or config.hidden_size
     if config.norm_type == "rmsnorm":
-        return RMSNorm(config.hidden_size, eps=config.layer_norm_eps)
-    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.use_bias)
+        return RMSNorm(width, eps=config.layer_norm_eps)
+    return nn.LayerNorm(width, eps=config.layer_norm_eps, bias=config.use_bias)
+
+
+def embedding_width(config: HfpipeConfig) -> int:
+    """E, the width of the token, position and type embeddings: the encoder's ``embedding_size``
+    where it factorises them (ALBERT, ELECTRA-Small's 128 under a 256-wide stack), else hidden_size."""
+    return getattr(config, "embedding_size", None) or config.hidden_size
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -520,16 +528,17 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: HfpipeConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        width = embedding_width(config)  # E; the model projects E -> C where they differ
+        self.word_embeddings = nn.Embedding(config.vocab_size, width)
         self.position_embeddings = (
-            nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            nn.Embedding(config.max_position_embeddings, width)
             if config.position_embedding_type == "absolute"
             else None
         )
         self.token_type_embeddings = (
-            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+            nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size > 0 else None
         )
-        self.norm = make_norm(config) if config.embedding_norm else None
+        self.norm = make_norm(config, width) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
@@ -540,9 +549,9 @@ class Embeddings(nn.Module):
         position_ids: torch.Tensor | None = None,
         past_length: int = 0,
     ) -> torch.Tensor:
-        """input_ids (B, T) or inputs_embeds (B, T, C) -> (B, T, C)."""
+        """input_ids (B, T) or inputs_embeds (B, T, E) -> (B, T, E); E = C unless embedding_size is set."""
         if inputs_embeds is None:
-            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, C)
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, E)
         embeddings = inputs_embeds
         if self.position_embeddings is not None:
             if position_ids is None:
@@ -671,16 +680,22 @@ class LMHead(nn.Module):
 
     def __init__(self, config: HfpipeConfig, transform: bool, bias: bool):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size) if transform else None
+        # With factorised embeddings (E != C) the transform maps C -> E so that the tied output
+        # embedding applies: ELECTRA's generator head (dense to the embedding width, act, norm).
+        width = embedding_width(config)
+        if not transform and width != config.hidden_size:
+            raise ValueError(f"an LM head without transform cannot tie {width}-wide embeddings to hidden "
+                             f"size {config.hidden_size}; embedding_size needs transform=True")
+        self.dense = nn.Linear(config.hidden_size, width) if transform else None
         self.act = ACT2FN[config.hidden_act] if transform else None
-        self.norm = make_norm(config) if transform else None
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=bias)
+        self.norm = make_norm(config, width) if transform else None
+        self.decoder = nn.Linear(width, config.vocab_size, bias=bias)
 
     def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(..., C) -> (..., C): BERT's dense, activation and norm; identity without them."""
+        """(..., C) -> (..., E): BERT's dense, activation and norm; identity without them."""
         if self.dense is None:
             return hidden_states
-        return self.norm(self.act(self.dense(hidden_states)))  # (..., C)
+        return self.norm(self.act(self.dense(hidden_states)))  # (..., E)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> logits (B, T, V)"""

@@ -220,17 +220,26 @@ class HfpipeEncoderConfig(HfpipeConfig):
         classifier_pooling: what the pooler (and so the NSP and sequence-classification heads)
             reads: "cls", the first token (BERT), or "mean", the mean of the unpadded tokens
             (ModernBERT's option of the same name; Sentence-BERT's pooling).
+        embedding_size: width E of the token, position and type embeddings when it differs from
+            hidden_size (ELECTRA's and ALBERT's field of the same name; ELECTRA-Small uses 128 under
+            a 256-wide stack): the embedding output is projected E -> hidden_size before the stack
+            (``embeddings_project``) and the MLM head's transform maps back to E for the tied
+            output embedding. None: hidden_size, no projection (BERT).
     """
 
     model_type = "hfpipe_encoder"
 
     # transformers 5 replaces the __init__ of a config subclass that does not define one
     # with a generated dataclass __init__, which would skip HfpipeConfig's.
-    def __init__(self, sparse_prediction: bool = False, classifier_pooling: str = "cls", **kwargs):
+    def __init__(self, sparse_prediction: bool = False, classifier_pooling: str = "cls",
+                 embedding_size: int | None = None, **kwargs):
         if classifier_pooling not in ("cls", "mean"):
             raise ValueError(f"classifier_pooling must be 'cls' or 'mean', got {classifier_pooling!r}")
+        if embedding_size is not None and not (isinstance(embedding_size, int) and embedding_size >= 1):
+            raise ValueError(f"embedding_size must be None or a positive integer, got {embedding_size!r}")
         self.sparse_prediction = sparse_prediction
         self.classifier_pooling = classifier_pooling
+        self.embedding_size = embedding_size
         super().__init__(**kwargs)
 
 

@@ -8,6 +8,10 @@ logits; tests/models/test_export.py checks export and the round trip.
 
     hfpipe convert SRC DST                    # transformers BERT / GPT-2 / T5 -> hfpipe
     hfpipe convert --to transformers SRC DST  # hfpipe -> BERT / GPT-2 / T5 (no remote code)
+
+An encoder exports to ELECTRA instead where BERT cannot hold it (``reference_type``): an ELECTRA
+discriminator (ElectraForPreTraining) or generator (ElectraForMaskedLM), and any encoder with a
+separate ``embedding_size``. ELECTRA checkpoints are not imported.
 """
 
 from __future__ import annotations
@@ -129,15 +133,58 @@ def _carry_back(config, **fields) -> dict:
     return fields
 
 
+def _embedding_width(config) -> int:
+    return getattr(config, "embedding_size", None) or config.hidden_size
+
+
+def _require_bert_layout(config, reference: str) -> None:
+    """BERT's block and embeddings, which ELECTRA's discriminator and generator share."""
+    _require(
+        config, reference, norm_type="layernorm", norm_position="post", position_embedding_type="absolute",
+        gated_mlp=False, use_bias=True, scale_attention=True, embedding_norm=True, final_norm=False,
+        head_dim=config.hidden_size // config.num_attention_heads,
+    )
+
+
+def electra_reference_config(config: HfpipeEncoderConfig):
+    """An hfpipe encoder in BERT's layout -> transformers' ElectraConfig (embedding_size may be narrower
+    than the stack: ELECTRA's embeddings_project). Raises NoCounterpartError for a non-BERT layout."""
+    from transformers import ElectraConfig
+
+    _require_bert_layout(config, "ELECTRA")
+    if config.hidden_act != "gelu":
+        # ElectraGeneratorPredictions hard-codes gelu; hfpipe's MLM transform uses hidden_act
+        raise NoCounterpartError("hidden_act", config.hidden_act, "ELECTRA", "gelu")
+    return ElectraConfig(
+        **_carry_back(
+            config,
+            vocab_size=config.vocab_size,
+            embedding_size=_embedding_width(config),
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            max_position_embeddings=config.max_position_embeddings,
+            type_vocab_size=config.type_vocab_size or 2,  # as BERT: no token types = two all-zero rows
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            classifier_dropout=config.classifier_dropout,
+            initializer_range=config.initializer_range,
+            tie_word_embeddings=config.tie_word_embeddings,
+        )
+    )
+
+
 def bert_reference_config(config: HfpipeEncoderConfig):
     """The inverse of ``bert_config``; raises NoCounterpartError for a non-BERT layout."""
     from transformers import BertConfig
 
-    _require(
-        config, "BERT", norm_type="layernorm", norm_position="post", position_embedding_type="absolute",
-        gated_mlp=False, use_bias=True, scale_attention=True, embedding_norm=True, final_norm=False,
-        head_dim=config.hidden_size // config.num_attention_heads,
-    )
+    _require_bert_layout(config, "BERT")
+    if _embedding_width(config) != config.hidden_size:
+        # BERT has no embedding projection; ELECTRA has (see reference_type)
+        raise NoCounterpartError("embedding_size", config.embedding_size, "BERT", None)
     return BertConfig(
         **_carry_back(
             config,
@@ -318,6 +365,45 @@ _T5_BACKBONE = [
 ]
 _T5_HEADS = [("lm_head", "lm_head")]
 
+# ELECTRA (export only): BERT's layer names, plus the projection of narrower embeddings and its heads --
+# the discriminator's replaced-token detection and the generator's MLM (transform to the embedding width).
+_ELECTRA_BACKBONE = [rule for rule in _BERT_BACKBONE if not rule[0].startswith("pooler")] + [
+    ("embeddings_project", "embeddings_project"),
+]
+_ELECTRA_HEADS = [
+    ("discriminator_head.dense", "discriminator_predictions.dense"),
+    ("discriminator_head.dense_prediction", "discriminator_predictions.dense_prediction"),
+    ("mlm_head.dense", "generator_predictions.dense"),
+    ("mlm_head.norm", "generator_predictions.LayerNorm"),
+    ("mlm_head.decoder", "generator_lm_head"),
+    ("classifier", "classifier"),  # token classification: dropout + linear, as hfpipe's
+    ("qa_outputs", "qa_outputs"),
+]
+_ELECTRA = ("electra.", "model.", _BERT_LAYER, _ELECTRA_BACKBONE, _ELECTRA_HEADS, None)
+# hfpipe encoder class -> its ELECTRA twin. Not sequence classification (ELECTRA's head is dense + GELU +
+# out_proj on [CLS], hfpipe's BERT's tanh pooler + classifier) nor MLM + NSP (ELECTRA has no NSP).
+_ELECTRA_CLASSES = {
+    "HfpipeEncoderForReplacedTokenDetection": "ElectraForPreTraining",
+    "HfpipeEncoderForMaskedLM": "ElectraForMaskedLM",
+    "HfpipeEncoderModel": "ElectraModel",
+    "HfpipeEncoderForTokenClassification": "ElectraForTokenClassification",
+    "HfpipeEncoderForQuestionAnswering": "ElectraForQuestionAnswering",
+}
+
+
+def reference_type(config, architecture: str) -> str:
+    """The transformers model_type an hfpipe model exports to: its family's (EXPORTS), except that an
+    encoder goes to ELECTRA where BERT cannot hold it -- ELECTRA's discriminator head, or embeddings
+    narrower or wider than the stack (embedding_size, as ELECTRA-Small and every ELECTRA generator)."""
+    if config.model_type == "hfpipe_encoder" and (
+        architecture == "HfpipeEncoderForReplacedTokenDetection" or _embedding_width(config) != config.hidden_size
+    ):
+        if architecture not in _ELECTRA_CLASSES:
+            raise NoCounterpartError("architectures", architecture, "ELECTRA", sorted(_ELECTRA_CLASSES))
+        return "electra"
+    return EXPORTS[config.model_type][0]
+
+
 # family -> (reference backbone prefix, hfpipe backbone prefix, rules for layers, backbone, heads)
 ADAPTERS = {
     "bert": ("bert.", "model.", _BERT_LAYER, _BERT_BACKBONE, _BERT_HEADS, bert_config),
@@ -391,13 +477,15 @@ def convert_state_dict(
 
 
 def to_reference_state_dict(
-    config, state_dict: dict[str, torch.Tensor], base_model: bool = False
+    config, state_dict: dict[str, torch.Tensor], base_model: bool = False, model_type: str | None = None
 ) -> dict[str, torch.Tensor]:
-    """An hfpipe state dict -> transformers BERT / GPT-2 / T5 names: the rules of
-    ``convert_state_dict`` read right to left. Raises ValueError naming the first parameter
-    with no reference name."""
-    model_type = EXPORTS[config.model_type][0]
-    ref_prefix, our_prefix, layer_rules, backbone_rules, head_rules, _ = ADAPTERS[model_type]
+    """An hfpipe state dict -> transformers BERT / GPT-2 / T5 (or ELECTRA, ``model_type="electra"``)
+    names: the rules of ``convert_state_dict`` read right to left. Raises ValueError naming the first
+    parameter with no reference name."""
+    model_type = model_type or EXPORTS[config.model_type][0]
+    ref_prefix, our_prefix, layer_rules, backbone_rules, head_rules, _ = (
+        _ELECTRA if model_type == "electra" else ADAPTERS[model_type]
+    )
     if base_model:
         ref_prefix = ""
     if model_type == "t5":
@@ -432,7 +520,7 @@ def to_reference_state_dict(
         # GPT-2's c_attn: one Conv1D (in_features, 3 * out_features) holding q, k, v side by side
         qkv = [parts[p].t() if kind == "weight" else parts[p] for p in "qkv"]
         converted[f"{ref_prefix}h.{i}.attn.c_attn.{kind}"] = torch.cat(qkv, dim=-1).contiguous()
-    if model_type == "bert":
+    if model_type in ("bert", "electra"):
         if config.type_vocab_size == 0:
             word = converted[f"{ref_prefix}embeddings.word_embeddings.weight"]
             converted[f"{ref_prefix}embeddings.token_type_embeddings.weight"] = word.new_zeros(2, word.shape[1])
@@ -532,8 +620,13 @@ def convert_model_to_reference(model):
     import transformers
 
     config = model.config
-    reference_config = EXPORTS[config.model_type][2](config)
-    reference_class = getattr(transformers, reference_class_name(type(model).__name__, config.model_type))
+    model_type = reference_type(config, type(model).__name__)
+    if model_type == "electra":
+        reference_config = electra_reference_config(config)
+        reference_class = getattr(transformers, _ELECTRA_CLASSES[type(model).__name__])
+    else:
+        reference_config = EXPORTS[config.model_type][2](config)
+        reference_class = getattr(transformers, reference_class_name(type(model).__name__, config.model_type))
     reference = reference_class(reference_config)
     untied = not config.tie_word_embeddings and reference.get_output_embeddings() is not None
     if untied and reference.get_output_embeddings().weight is reference.get_input_embeddings().weight:
@@ -541,7 +634,8 @@ def convert_model_to_reference(model):
         # untied one only when both tensors are stored, so give the head its own tensor.
         output = reference.get_output_embeddings()
         output.weight = torch.nn.Parameter(output.weight.detach().clone())
-    state = to_reference_state_dict(config, model.state_dict(), base_model=type(model).__name__.endswith("Model"))
+    state = to_reference_state_dict(config, model.state_dict(), base_model=type(model).__name__.endswith("Model"),
+                                    model_type=model_type)
     missing, unexpected = reference.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in _tied_keys(reference) and not k.endswith("embed_tokens.weight")]
     if missing or unexpected:
@@ -565,15 +659,23 @@ def export_checkpoint(source: str, destination: str) -> str:
             f"{source}/config.json: model_type {config.model_type!r} is not an hfpipe model; "
             f"expected one of {sorted(EXPORTS)}"
         )
-    try:
-        EXPORTS[config.model_type][2](config)  # before loading any weights
+    prefix = {"hfpipe_encoder": "Encoder", "hfpipe_decoder": "Decoder", "hfpipe_seq2seq": "Seq2Seq"}[config.model_type]
+    architecture = (config.architectures or [f"Hfpipe{prefix}Model"])[0]
+    try:  # before loading any weights
+        if reference_type(config, architecture) == "electra":
+            electra_reference_config(config)
+        else:
+            EXPORTS[config.model_type][2](config)
     except NoCounterpartError as error:
         raise InputError(f"{source}/config.json: {error}; keep it as an hfpipe checkpoint "
                          "(it loads with trust_remote_code=True)") from None
-    prefix = {"hfpipe_encoder": "Encoder", "hfpipe_decoder": "Decoder", "hfpipe_seq2seq": "Seq2Seq"}[config.model_type]
-    architecture = (config.architectures or [f"Hfpipe{prefix}Model"])[0]
-    auto_name = auto_class_for(reference_class_name(architecture, config.model_type))
-    model = getattr(transformers, auto_name).from_pretrained(source)
+    if architecture == "HfpipeEncoderForReplacedTokenDetection":  # no Auto class of its own
+        from .electra import HfpipeEncoderForReplacedTokenDetection
+
+        model = HfpipeEncoderForReplacedTokenDetection.from_pretrained(source)
+    else:
+        auto_name = auto_class_for(reference_class_name(architecture, config.model_type))
+        model = getattr(transformers, auto_name).from_pretrained(source)
     reference = convert_model_to_reference(model)
     _save_with_companions(reference, source, destination)
     return type(reference).__name__

@@ -32,6 +32,7 @@ from .blocks import (
     LMHead,
     TransformerStack,
     cross_entropy,
+    embedding_width,
     lm_logits_and_loss,
     normalise,
     sequence_classification_loss,
@@ -72,6 +73,10 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
     def __init__(self, config: HfpipeEncoderConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = Embeddings(config)
+        # Factorised embeddings (embedding_size E != C, ELECTRA's and ALBERT's name for the layer):
+        # the stack reads a projection of the E-wide embedding.
+        width = embedding_width(config)
+        self.embeddings_project = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
         self.encoder = TransformerStack(config, config.num_hidden_layers, causal=False)
         self.pooler = Pooler(config) if add_pooling_layer else None
         self.post_init()
@@ -102,7 +107,9 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
         """
         hidden_states = self.embeddings(
             input_ids, inputs_embeds, token_type_ids=token_type_ids, position_ids=position_ids
-        )
+        )  # (B, T, E)
+        if self.embeddings_project is not None:
+            hidden_states = self.embeddings_project(hidden_states)  # (B, T, C)
         hidden_states, all_hidden_states = self.encoder(
             hidden_states,
             attention_mask=attention_mask,

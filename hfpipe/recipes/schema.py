@@ -18,7 +18,7 @@ from .engine import AT_LEAST_ONE, HALF_OPEN_UNIT, NON_NEGATIVE, OPEN_UNIT, POSIT
 Kind = Literal["pretrain", "finetune", "icl"]
 Family = Literal["encoder", "decoder", "seq2seq"]
 Size = Literal["tiny", "small", "base", "large"]
-ObjectiveName = Literal["mlm_nsp", "sop", "mlm", "span_mlm", "clm", "span_corruption", "prefix_lm", "ul2"]
+ObjectiveName = Literal["mlm_nsp", "sop", "mlm", "span_mlm", "electra", "clm", "span_corruption", "prefix_lm", "ul2"]
 PeftMethod = Literal["none", "lora", "prefix_tuning", "prompt_tuning", "ia3"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
@@ -28,6 +28,7 @@ OBJECTIVE_FAMILY: dict[str, str] = {
     "sop": "encoder",
     "mlm": "encoder",
     "span_mlm": "encoder",
+    "electra": "encoder",
     "clm": "decoder",
     "span_corruption": "seq2seq",
     "prefix_lm": "seq2seq",
@@ -72,7 +73,7 @@ class ObjectiveSection:
     """What every objective has; ``objective.name`` picks one of the sections below, and only its keys
     may appear in the recipe (a key of another objective would do nothing)."""
 
-    name: ObjectiveName  # mlm_nsp | sop | mlm | span_mlm | clm | span_corruption | prefix_lm | ul2; required
+    name: ObjectiveName  # mlm_nsp | sop | mlm | span_mlm | electra | clm | span_corruption | prefix_lm | ul2; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per example; span_corruption: encoder input (512: 568 raw)
 
 
@@ -133,6 +134,21 @@ class SpanMlmObjectiveSection(MaskingObjectiveSection):
 
 
 @dataclass
+class ElectraObjectiveSection(WordPieceMaskingObjectiveSection):
+    """ELECTRA: a small masked-LM generator fills the masked positions with samples, the encoder
+    (the discriminator) learns which tokens were replaced; packed blocks, as mlm."""
+
+    name: Literal["electra"]
+    # Masking as the official code (google-research/electra, pretrain/pretrain_helpers.py `mask`):
+    # of the chosen 15%, 85% -> [MASK] and the rest kept, none random (the paper: all [MASK]).
+    mask_replace_prob: float = checked(0.85, PROBABILITY)  # of the chosen tokens: -> [MASK] in the generator's input
+    random_replace_prob: float = checked(0.0, PROBABILITY)  # of those: -> random token (the rest unchanged)
+    generator_size_fraction: float = checked(0.25, Range(0, 1, low_open=True))  # generator width, FFN, heads (paper Table 6)
+    discriminator_weight: float = checked(50.0, POSITIVE)  # lambda: loss = generator MLM + lambda * discriminator BCE
+    document_mask: bool = False  # keep attention and positions within each document of a packed block
+
+
+@dataclass
 class ClmObjectiveSection(ObjectiveSection):
     """GPT: causal LM on packed blocks."""
 
@@ -167,7 +183,8 @@ class Ul2ObjectiveSection(ObjectiveSection):
 
 # ``objective.name`` picks the section (the engine's tagged union).
 Objective = Union[
-    MlmNspObjectiveSection, SopObjectiveSection, MlmObjectiveSection, SpanMlmObjectiveSection, ClmObjectiveSection,
+    MlmNspObjectiveSection, SopObjectiveSection, MlmObjectiveSection, SpanMlmObjectiveSection, ElectraObjectiveSection,
+    ClmObjectiveSection,
     SpanCorruptionObjectiveSection, PrefixLmObjectiveSection, Ul2ObjectiveSection,
 ]
 
