@@ -170,6 +170,28 @@ class LossCurveCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
+        self.restored = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        # (here, not in on_train_begin: some transformers releases load a resumed state after it)
+        if not self.restored:
+            self.restored = True
+            if state.global_step > 0 and not self.train and not self.eval:
+                self.restore(state)
+
+    def restore(self, state) -> None:
+        """A resumed run's curve begins with the steps before its checkpoint: the losses from the
+        checkpoint's log history, their times from the loss_history.json its save wrote."""
+        self.train = [(e["step"], float(e["loss"])) for e in state.log_history if "loss" in e]
+        self.eval = [(e["step"], float(e["eval_loss"])) for e in state.log_history if "eval_loss" in e]
+        saved = {}
+        if (self.output_dir / "loss_history.json").is_file():
+            saved = json.loads((self.output_dir / "loss_history.json").read_text())
+        for points, kind in ((self.train, "train"), (self.eval, "eval")):
+            times = {step: seconds for (step, _), seconds in zip(saved.get(kind, []), saved.get(f"{kind}_seconds", []))}
+            setattr(self, f"{kind}_seconds", [times.get(step) for step, _ in points])
+        known = [s for s in self.train_seconds + self.eval_seconds if s is not None]
+        self.started = time.monotonic() - max(known, default=0.0)  # wall time goes on from the checkpoint's
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

@@ -153,6 +153,17 @@ def test_resume_after_sigkill_gives_bitwise_identical_weights(tmp_path, recipe, 
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    # the resumed run's curve covers the whole run: the steps before the checkpoint too
+    whole, resumed_history = (json.loads((run / "loss_history.json").read_text()) for run in (straight, killed))
+    for kind in ("train", "eval"):
+        assert [step for step, _ in resumed_history[kind]] == [step for step, _ in whole[kind]], kind
+        # up to the checkpoint the same entries; after it Trainer's logged loss averages the steps since the
+        # resume rather than since the last log (the weights, checked above, are the same bit for bit)
+        before = [(step, loss) for step, loss in whole[kind] if step <= 3]
+        assert [tuple(point) for point in resumed_history[kind][:len(before)]] == [tuple(p) for p in before], kind
+        assert [loss for _, loss in resumed_history[kind]] == pytest.approx([loss for _, loss in whole[kind]], rel=0.05)
+        assert len(resumed_history[f"{kind}_seconds"]) == len(resumed_history[kind])
+    assert resumed_history["train"][0][0] == 1 < 3  # logged before checkpoint-3, by the killed process
 
 
 @pytest.mark.slow
