@@ -239,6 +239,23 @@ class LossCurveCallback(TrainerCallback):
         return path
 
 
+class CompileNoticeCallback(TrainerCallback):
+    """torch.compile traces and compiles on the first forward: minutes of silence on a CPU, at 0% of the
+    bar. Say so before it starts, and how long the first step (with the compilation) took."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.first_step = state.global_step + 1
+        if state.is_world_process_zero:
+            logger.info("compiling the model (torch.compile, backend %s, mode %s): the first step compiles it and "
+                        "takes longer%s", args.torch_compile_backend or "inductor", args.torch_compile_mode or "default",
+                        " (minutes on a CPU)" if not torch.cuda.is_available() else "")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.first_step and state.is_world_process_zero:
+            logger.info("first step with compilation: %.0f s", time.monotonic() - self.started)
+
+
 class NonFiniteLossError(RuntimeError):
     pass
 
@@ -312,6 +329,7 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
         compute_metrics=compute_metrics,
         preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         callbacks=[curve, NonFiniteLossCallback(), *budget_callbacks]
+        + ([CompileNoticeCallback()] if args.torch_compile else [])
         + ([PushCheckpointsCallback(recipe)] if recipe.hub.push and recipe.hub.hub_strategy == "every_save" else []),
         **trainer_kwargs,
     )
