@@ -165,10 +165,10 @@ def _predict_splits(trainer, evaluation: dict, to_predictions) -> tuple[dict, di
     """Metrics and predictions for each evaluation split; MNLI's mismatched set gets ``_mm``."""
     metrics, predictions = {}, {}
     for name, dataset in evaluation.items():
-        out = trainer.predict(dataset, metric_key_prefix="eval")
+        split_metrics, split_predictions = trainer.evaluate_once(dataset)  # the final step's pass, if it ran one
         suffix = "_mm" if name.endswith("mismatched") else ""
-        metrics.update({standard_metric_name(k) + suffix: v for k, v in out.metrics.items()})
-        predictions[name] = to_predictions(out.predictions)
+        metrics.update({standard_metric_name(k) + suffix: v for k, v in split_metrics.items()})
+        predictions[name] = to_predictions(split_predictions)
     return metrics, predictions
 
 
@@ -212,9 +212,9 @@ def run_tagging(recipe, data: TaskData, do_train: bool, resume_from):
     train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
     if windows is None:
         return trainer, train_result, {}, {}, tokenizer
-    out = trainer.predict(model_inputs, metric_key_prefix="eval")
-    metrics = {standard_metric_name(k): v for k, v in out.metrics.items()}
-    return trainer, train_result, metrics, {"tagging": (sentences, to_tags(out.predictions))}, tokenizer
+    scores, predicted = trainer.evaluate_once(model_inputs)  # the final step's pass, if it ran one
+    metrics = {standard_metric_name(k): v for k, v in scores.items()}
+    return trainer, train_result, metrics, {"tagging": (sentences, to_tags(predicted))}, tokenizer
 
 
 def _label_ids(logits, labels):
@@ -267,7 +267,8 @@ def run_sft(recipe, data: TaskData, do_train: bool, resume_from):
     train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
     metrics = {}
     if features is not None:
-        metrics = add_perplexity({standard_metric_name(k): v for k, v in trainer.evaluate().items()})
+        scores, _ = trainer.evaluate_once(features, predictions=False)  # the final step's pass, if it ran one
+        metrics = add_perplexity({standard_metric_name(k): v for k, v in scores.items()})
     answers = _answer(trainer, tokenizer, validation if validation is not None else [], max_length)
     return trainer, train_result, metrics, {"sft": answers}, tokenizer
 

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import uuid
+from typing import Any
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,6 +61,41 @@ class CompleteCheckpointsMixin:
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             (folder / COMPLETE_MARKER).write_text(f"{self.state.global_step}\n")
+
+
+class FinalEvaluationMixin:
+    """Keeps the output of Trainer's last evaluation pass (its predictions included), so the results
+    and prediction files of a run come from the evaluation Trainer already ran at its last step
+    instead of a second pass over the same validation set (:meth:`evaluate_once`)."""
+
+    last_evaluation = None  # (global step, dataset, EvalLoopOutput)
+
+    def evaluation_loop(self, dataloader, *args, **kwargs):
+        output = super().evaluation_loop(dataloader, *args, **kwargs)
+        self.last_evaluation = (self.state.global_step, getattr(dataloader, "dataset", None), output)
+        return output
+
+    def evaluate_once(self, dataset, predictions: bool = True) -> tuple[dict, Any]:
+        """(``eval_``-prefixed metrics, predictions or None) on ``dataset``: from the final step's
+        evaluation when Trainer ran one on this very dataset with today's weights (not replaced by the
+        best checkpoint since), else from one pass now (``predict``, or ``evaluate`` for the loss only)."""
+        if self.last_evaluation is not None:
+            step, evaluated, output = self.last_evaluation
+            best = getattr(self.state, "best_global_step", None)
+            best_loaded = self.args.load_best_model_at_end and best not in (None, step)
+            if step == self.state.global_step and _same_rows(evaluated, dataset) and not best_loaded \
+                    and (output.predictions is not None or not predictions):
+                logger.debug("final metrics%s from the evaluation at step %d", " and predictions" * predictions, step)
+                return dict(output.metrics), output.predictions if predictions else None
+        if predictions:
+            output = self.predict(dataset, metric_key_prefix="eval")
+            return dict(output.metrics), output.predictions
+        return self.evaluate(dataset), None
+
+
+def _same_rows(evaluated, dataset) -> bool:
+    """Whether Trainer's evaluation dataset (possibly wrapped by the dataloader) is ``dataset``."""
+    return evaluated is dataset or getattr(evaluated, "dataset", None) is dataset
 
 
 def prepare_evaluation_dir(recipe, explicit: str | None) -> Path:
@@ -311,7 +347,8 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
         model.should_save_on_this_rank = lambda is_main_process: is_main_process
     curve = LossCurveCallback(args.output_dir)
     trainer_class = type(
-        f"Hfpipe{trainer_class.__name__}", (CompleteCheckpointsMixin, LossCountsMixin, trainer_class), {}
+        f"Hfpipe{trainer_class.__name__}", (CompleteCheckpointsMixin, FinalEvaluationMixin, LossCountsMixin,
+                                            trainer_class), {}
     )
     budget_callbacks = []
     if recipe.train.time_budget is not None:
