@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,9 @@ def load_recipe(
     return recipe
 
 
+SMOKE_MICRO_BATCHES = 30
+
+
 def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
     """The global ``--smoke`` defaults for ``recipe``: the same run, shrunk to a few dozen CPU steps.
 
@@ -84,8 +88,10 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
     - the model: a tiny randomly initialised one (``model.size=tiny``, config overrides dropped,
       tokenizer trained on the data with at most 2,000 entries) unless ``keep_model`` (--model); a
       pretraining recipe's tiny model keeps the full recipe's position table;
-    - steps and batches: 30 steps at batch 8 per device, logging every 5, evaluating and saving
-      every 10 (checkpoints and resuming get exercised), warm-up 10% of the steps;
+    - steps and batches: about 30 micro-batches of 8 per device: max(3, ceil(30 / accumulation))
+      optimizer steps (30 without accumulation, 8 at BERT's 4, 3 at GPT-2's 32); logging every sixth
+      of the steps, evaluating and saving every third (checkpoints and resuming get exercised),
+      warm-up 10% of the steps;
     - lengths: sequences of at most 64 tokens for pretraining (span corruption stays consistent:
       the raw length follows from the input length), 128 for tasks (SQuAD stride 32); in-context
       learning keeps up to 512-token prompts, shots <= 4 and 32 evaluation rows;
@@ -122,17 +128,20 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
         out.update({"data.dataset": None, "data.dataset_config": None})
     if not data.validation_files:
         out["data.validation_split_percentage"] = max(data.validation_split_percentage, 10.0)
+    # About 30 micro-batches whatever the accumulation: each step still accumulates as written (RoBERTa's
+    # 256 micro-batches), and logging, evaluation and checkpoints still happen over at least 3 steps.
+    steps = max(3, math.ceil(SMOKE_MICRO_BATCHES / recipe.train.gradient_accumulation_steps))
     out.update({
         "data.max_train_samples": min(data.max_train_samples or 256, 256),
         "data.max_eval_samples": min(data.max_eval_samples or 64, 64),
-        "train.max_steps": 30,
+        "train.max_steps": steps,
         "train.per_device_train_batch_size": 8,
         "train.per_device_eval_batch_size": 8,
         "train.warmup_steps": 0,
         "train.warmup_ratio": 0.1,
-        "train.logging_steps": 5,
-        "train.eval_steps": 10,
-        "train.save_steps": 10,
+        "train.logging_steps": max(1, steps // 6),
+        "train.eval_steps": max(1, steps // 3),
+        "train.save_steps": max(1, steps // 3),
         "train.save_total_limit": 2,
         "hub.push": False,
     })
