@@ -200,3 +200,17 @@ def test_a_glue_runs_first_step_loss_is_the_same_at_8x1_and_4x2(tmp_path, task):
         assert result.returncode == 0, result.stderr[-2000:]
         losses.append(json.loads((out / "loss_history.json").read_text())["train"][0][1])
     assert losses[1] == pytest.approx(losses[0], rel=1e-5), losses
+
+
+def test_perplexity_of_a_file_given_as_training_text_scores_the_whole_file(decoder_dir, tmp_path):
+    """The README once scored 195 of 32,705 tokens: --train-file held out the pretraining slice."""
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(f"a review of the film number {i} that was good" for i in range(60)) + "\n")
+    counts = []
+    for option in ("--train-file", "--validation-file"):
+        out = tmp_path / option.strip("-")
+        result = hfpipe_cli("evaluate", RECIPES / "pretrain" / "gpt-clm.yaml", "--model", decoder_dir, option, text,
+                            "--output-dir", out)
+        assert result.returncode == 0, result.stderr[-2000:]
+        counts.append(json.loads((out / "eval_results.json").read_text())["eval_tokens"])
+    assert counts[0] == counts[1] > 60 * 8  # every token after the first of the one stream
