@@ -24,7 +24,8 @@ LIMIT_S = 180
 
 
 def recipes(only: list[str]) -> list[Path]:
-    found = sorted(p for folder in VERB for p in (ROOT / "recipes" / folder).glob("*.yaml"))
+    """Pretraining first: icl prompts the smoke gpt-clm run's model (icl takes --model by contract)."""
+    found = [p for folder in VERB for p in sorted((ROOT / "recipes" / folder).glob("*.yaml"))]
     return [p for p in found if not only or p.stem in only]
 
 
@@ -32,9 +33,11 @@ def run(recipe: Path, work: Path) -> tuple[float, int, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TORCHINDUCTOR_CACHE_DIR": str(work / "inductor-cache")}  # cold: what a first run compiles
     command = [sys.executable, "-m", "hfpipe", VERB[recipe.parent.name], str(recipe), "--smoke",
-               "--output-dir", str(work / recipe.stem)]
+               "--output-dir", str(work / recipe.parent.name / recipe.stem)]
+    if recipe.parent.name == "icl":
+        command += ["--model", str(work / "pretrain" / "gpt-clm")]
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=work, stdin=subprocess.DEVNULL)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - started
     compiled = re.search(r"first step with compilation: (\d+) s", result.stderr)
     note = f"compiled, first step {compiled.group(1)} s" if compiled else ""
