@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 import hfpipe
 from hfpipe.build import load_tokenizer_and_model, save_random_twin
+from hfpipe.demo import verdict
 from hfpipe.data.sources import load_corpus_and_mixture
 from hfpipe.errors import InputError
 from hfpipe.recipes import Recipe, load_recipe
@@ -250,17 +251,30 @@ def test_the_linear_probe_reads_sentiment_from_every_layer_of_both_inits(cram):
     assert cram.load("linear-probe") == probed
 
 
+def test_the_demos_verdict_never_presents_a_loss_or_noise_as_a_gain():
+    assert verdict([2.0, 1.0]).startswith("pretraining ahead on every seed: +1.5 +/- 0.5")
+    assert verdict([-2.0, -1.0]).startswith("pretraining BEHIND on every seed: -1.5")
+    assert verdict([1.0, -0.5]).startswith("no gain beyond the noise: +0.2 +/- 0.8")
+
+
 @pytest.mark.slow
 def test_the_demo_finetunes_the_pretrained_and_the_random_model_on_the_embedded_sst2_slice(tmp_path):
     out = tmp_path / "demo"
     result = hfpipe_cli("demo", "--output-dir", out, "--budget", "20s", "--epochs", "0.25")
     assert result.returncode == 0, result.stderr[-4000:]
     table = result.stdout[result.stdout.index("hfpipe demo results"):]
-    for row in ("SST-2 dev accuracy, pretrained", "SST-2 dev accuracy, random init", "gain from pretraining"):
+    for row in ("SST-2 dev accuracy, pretrained", "SST-2 dev accuracy, random init", "gain from pretraining",
+                "optimizer steps the 20s budget bought"):
         assert row in table
-    for run in ("finetune-pretrain", "finetune-random-init"):
-        metrics = json.loads((out / run / "eval_results.json").read_text())
-        assert 0 <= metrics["accuracy"] <= 1
+    steps = json.loads((out / "pretrain" / "trainer_state.json").read_text())["global_step"]
+    assert re.search(rf"optimizer steps the 20s budget bought\s*\|\s*{steps} \|", table)
+    gains = []
+    for seed in (0, 1):  # every seed finetunes both, and the verdict reads their gains
+        pretrained, random_init = (json.loads((out / f"finetune-{run}-seed{seed}" / "eval_results.json").read_text())
+                                   ["accuracy"] for run in ("pretrain", "random-init"))
+        assert 0 <= pretrained <= 1 and 0 <= random_init <= 1
+        gains.append(100 * (pretrained - random_init))
+    assert "Verdict: " + verdict(gains) in result.stdout
     # never pretrained on the sentences it is scored on
     pretrained_text = {line for line in (out / "data" / "sst2-train-sentences.txt").read_text().splitlines() if line}
     dev = (Path(hfpipe.__file__).parent / "data" / "sst2" / "dev.tsv").read_text().splitlines()[1:]

@@ -22,7 +22,8 @@ def readme_commands() -> tuple[list[str], list[str]]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Using it"):]
     block = section[section.index("```bash\n") + len("```bash\n"):section.index("```\n", section.index("```bash"))]
-    local, hub, current = [], [], local
+    local, hub = [], []
+    current = local
     joined = re.sub(r"\\\n\s*", " ", block)
     for line in joined.splitlines():
         if line.startswith(HUB_MARK):
@@ -52,7 +53,8 @@ def write_stand_ins(folder: Path) -> None:
             else:
                 lines = ["sentence\tlabel"] + [f"{r['sentence']}\t{r['label']}" for r in rows]
             (tsv / file).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    pairs = [{"instruction": f"Say what this describes: {d[:80]}", "response": d[80:200]} for d in documents[:64]]
+    long_documents = [d for d in documents if len(d) > 200][:64]
+    pairs = [{"instruction": f"Say what this describes: {d[:80]}", "response": d[80:200]} for d in long_documents]
     (folder / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     facts = [{"text": "Return the value [MASK] the object.", "answer": "of"},
              {"text": "[MASK] the file is closed, it is an error.", "answer": "if"}]
