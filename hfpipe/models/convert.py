@@ -155,26 +155,7 @@ def electra_reference_config(config: HfpipeEncoderConfig):
     if config.hidden_act != "gelu":
         # ElectraGeneratorPredictions hard-codes gelu; hfpipe's MLM transform uses hidden_act
         raise NoCounterpartError("hidden_act", config.hidden_act, "ELECTRA", "gelu")
-    return ElectraConfig(
-        **_carry_back(
-            config,
-            vocab_size=config.vocab_size,
-            embedding_size=_embedding_width(config),
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            max_position_embeddings=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size or 2,  # as BERT: no token types = two all-zero rows
-            hidden_dropout_prob=config.hidden_dropout_prob,
-            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-            classifier_dropout=config.classifier_dropout,
-            initializer_range=config.initializer_range,
-            tie_word_embeddings=config.tie_word_embeddings,
-        )
-    )
+    return ElectraConfig(**_carry_back(config, embedding_size=_embedding_width(config), **_bert_fields(config)))
 
 
 def bert_reference_config(config: HfpipeEncoderConfig):
@@ -185,25 +166,27 @@ def bert_reference_config(config: HfpipeEncoderConfig):
     if _embedding_width(config) != config.hidden_size:
         # BERT has no embedding projection; ELECTRA has (see reference_type)
         raise NoCounterpartError("embedding_size", config.embedding_size, "BERT", None)
-    return BertConfig(
-        **_carry_back(
-            config,
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            max_position_embeddings=config.max_position_embeddings,
-            # no token types (RoBERTa-style) = two all-zero rows, see to_reference_state_dict
-            type_vocab_size=config.type_vocab_size or 2,
-            hidden_dropout_prob=config.hidden_dropout_prob,
-            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-            classifier_dropout=config.classifier_dropout,
-            initializer_range=config.initializer_range,
-            tie_word_embeddings=config.tie_word_embeddings,
-        )
+    return BertConfig(**_carry_back(config, **_bert_fields(config)))
+
+
+def _bert_fields(config: HfpipeEncoderConfig) -> dict:
+    """The config fields BERT and ELECTRA name alike."""
+    return dict(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act,
+        layer_norm_eps=config.layer_norm_eps,
+        max_position_embeddings=config.max_position_embeddings,
+        # no token types (RoBERTa-style) = two all-zero rows, see to_reference_state_dict
+        type_vocab_size=config.type_vocab_size or 2,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+        classifier_dropout=config.classifier_dropout,
+        initializer_range=config.initializer_range,
+        tie_word_embeddings=config.tie_word_embeddings,
     )
 
 
