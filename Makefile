@@ -45,7 +45,7 @@ test-newest: newest-venv
 newest-venv:
 	rm -rf .venv-newest
 	$(call make_venv,.venv-newest,ci/newest.txt)
-	.venv-newest/bin/python -c "import transformers, datasets, accelerate, peft; print('newest:', 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)"
+	.venv-newest/bin/python -c "import hfpipe, transformers, datasets, accelerate, peft; print('newest:', 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)"
 
 newest-suite:
 	.venv-newest/bin/python $(PYTEST) -m "not slow"
@@ -60,7 +60,7 @@ newest-is-locked:
 test-floors:
 	rm -rf .venv-floors
 	$(call make_venv,.venv-floors,ci/floors.txt)
-	.venv-floors/bin/python -c "import transformers, datasets, accelerate, peft; print('floors:', 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)"
+	.venv-floors/bin/python -c "import hfpipe, transformers, datasets, accelerate, peft; print('floors:', 'transformers', transformers.__version__, 'datasets', datasets.__version__, 'accelerate', accelerate.__version__, 'peft', peft.__version__)"
 	.venv-floors/bin/python $(PYTEST) -m "not slow"
 
 # Rewrites ci/locked.txt from a fresh resolution of pyproject.toml (run it, then `make test`).
