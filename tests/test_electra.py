@@ -302,3 +302,22 @@ def test_the_saved_pair_exports_to_transformers_electra_with_the_same_outputs(tm
         base = transformers.ElectraModel.from_pretrained(tmp_path / "discriminator").eval()
         assert torch.allclose(base(input_ids, attention_mask).last_hidden_state,
                               model.discriminator.model(input_ids, attention_mask).last_hidden_state, atol=1e-5)
+
+
+def test_a_crammed_discriminator_has_a_random_twin_for_the_pretraining_comparison(tmp_path):
+    """The cram protocol finetunes a checkpoint and its random twin (build.save_random_twin)."""
+    from hfpipe.build import save_random_twin
+
+    model = _model()
+    model.save_pretrained(tmp_path / "electra")
+    _tokenizer().save_pretrained(tmp_path / "electra")
+    twin_dir = save_random_twin(tmp_path / "electra", tmp_path / "twin", seed=3)
+    trained = transformers.AutoModel.from_pretrained(tmp_path / "electra")
+    twin = transformers.AutoModel.from_pretrained(twin_dir)
+    same = {k: v for k, v in twin.config.to_dict().items() if k != "_name_or_path"}
+    assert type(twin) is type(trained) and same == {k: v for k, v in trained.config.to_dict().items()
+                                                    if k != "_name_or_path"}
+    assert transformers.AutoConfig.from_pretrained(twin_dir).architectures == ["HfpipeEncoderForReplacedTokenDetection"]
+    weights = trained.state_dict()
+    assert all(not torch.equal(weights[name], value) for name, value in twin.state_dict().items()
+               if name.endswith("dense.weight"))  # drawn afresh

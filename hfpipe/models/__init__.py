@@ -41,6 +41,7 @@ from .encoder import (
     HfpipeEncoderForTokenClassification,
     HfpipeEncoderModel,
 )
+from .electra import HfpipeElectraForPreTraining, HfpipeEncoderForReplacedTokenDetection
 from .seq2seq import HfpipeSeq2SeqForConditionalGeneration, HfpipeSeq2SeqModel
 
 _REGISTRY = {
@@ -101,6 +102,8 @@ __all__ = [
     "HfpipeEncoderForSequenceClassification",
     "HfpipeEncoderForTokenClassification",
     "HfpipeEncoderForQuestionAnswering",
+    "HfpipeEncoderForReplacedTokenDetection",
+    "HfpipeElectraForPreTraining",
     "HfpipeDecoderModel",
     "HfpipeDecoderForCausalLM",
     "HfpipeDecoderForSequenceClassification",
