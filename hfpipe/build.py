@@ -132,7 +132,9 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(recipe.model.name_or_path)
-        config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+        adapter_only = is_adapter_folder(name) and not (Path(name) / "config.json").is_file()  # peft's own layout
+        config = AutoConfig.from_pretrained(adapter_base(name) if adapter_only else name, revision=revision,
+                                            trust_remote_code=recipe.model.trust_remote_code)
         check_positions(recipe, config, positions_needed)
         # model.config overrides apply to a checkpoint's config too (e.g. finetuning dropout)
         model = load_model(

@@ -142,6 +142,11 @@ def test_an_adapter_folder_generates_like_its_merged_model(decoder_dir, tmp_path
     expected = generate(reference, tokenizer, ["a review"], max_new_tokens=5, do_sample=False)[0]
     assert expected in result.stdout
     assert foreign_warnings(result.stderr) == [], result.stderr
+    # and icl prompts it like a model folder (peft's own layout: no config.json beside the adapter)
+    result = hfpipe_cli("icl", RECIPES / "icl" / "glue-sst2.yaml", "--smoke", "--model", tmp_path / "adapter",
+                        "--shots", 0, "--output-dir", tmp_path / "icl")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "accuracy_0shot" in json.loads((tmp_path / "icl" / "eval_results.json").read_text())
 
 
 @pytest.mark.slow
