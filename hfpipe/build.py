@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from . import models
 from .adapters import quantization_config, quantized_load_kwargs, virtual_positions
-from .checkpoints import adapter_base, hub_errors_as_input_errors, is_adapter_folder, load_model, merged
+from .checkpoints import holder_of, hub_errors_as_input_errors, is_adapter_folder, load_model, merged
 from .errors import InputError
 from .recipes import DEFAULT_VOCAB_SIZE
 
@@ -39,8 +39,9 @@ def load_tokenizer(recipe, texts, output_dir=None):
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(source)
-        if is_adapter_folder(name) and not (Path(name) / "tokenizer_config.json").is_file():
-            name, revision = adapter_base(name), None
+        holder = holder_of(name, "tokenizer_config.json")
+        if holder != name:  # an adapter folder in peft's layout: its base's tokenizer, at the base's revision
+            name, revision = holder, None
         with hub_errors_as_input_errors(name):
             return AutoTokenizer.from_pretrained(name, revision=revision)
     folder = Path(output_dir or recipe.train.output_dir) / "tokenizer"
@@ -132,8 +133,7 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         from .hub import parse_model_reference
 
         name, revision = parse_model_reference(recipe.model.name_or_path)
-        adapter_only = is_adapter_folder(name) and not (Path(name) / "config.json").is_file()  # peft's own layout
-        config = AutoConfig.from_pretrained(adapter_base(name) if adapter_only else name, revision=revision,
+        config = AutoConfig.from_pretrained(holder_of(name, "config.json"), revision=revision,
                                             trust_remote_code=recipe.model.trust_remote_code)
         check_positions(recipe, config, positions_needed)
         # model.config overrides apply to a checkpoint's config too (e.g. finetuning dropout)

@@ -49,6 +49,14 @@ def adapter_base(folder: str) -> str:
     return base
 
 
+def holder_of(name: str, filename: str) -> str:
+    """Where ``filename`` (config.json, tokenizer_config.json) of checkpoint ``name`` is read from: the
+    folder itself, or for an adapter folder without it (peft's own layout), the adapter's base."""
+    if is_adapter_folder(name) and not (Path(name) / filename).is_file():
+        return adapter_base(name)
+    return name
+
+
 def check_checkpoint(name: str) -> None:
     """One line, before any weight loads, for a local checkpoint that cannot load; Hub ids pass."""
     path = _local(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, TextStreamer
 
-from .checkpoints import adapter_base, check_checkpoint, is_adapter_folder, load_model, merged
+from .checkpoints import check_checkpoint, holder_of, is_adapter_folder, load_model, merged
 from .device import inference_dtype, model_device, place_model, resolve_device, run_precision
 from .errors import InputError
 
@@ -50,8 +50,8 @@ def load_generator(reference: str, trust_remote_code: bool = False, device: str 
     adapter = is_adapter_folder(name)
     if Path(name).is_dir() and not adapter and not (Path(name) / "config.json").is_file():
         raise InputError(f"{reference}: no config.json in this folder; expected a saved model checkpoint")
-    config = AutoConfig.from_pretrained(adapter_base(name) if adapter and not (Path(name) / "config.json").is_file()
-                                        else name, revision=revision, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(holder_of(name, "config.json"), revision=revision,
+                                        trust_remote_code=trust_remote_code)
     auto_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     try:
         model = load_model(auto_class, name, revision=revision, trust_remote_code=trust_remote_code)
@@ -59,17 +59,13 @@ def load_generator(reference: str, trust_remote_code: bool = False, device: str 
         raise InputError(f"{reference}: not a decoder or encoder-decoder checkpoint ({config.model_type})") from error
     if adapter:
         model = merged(model, name) if model.peft_config["default"].peft_type == "LORA" else model
-    tokenizer = AutoTokenizer.from_pretrained(name if _has_tokenizer(name) else adapter_base(name), revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(holder_of(name, "tokenizer_config.json"), revision=revision)
     tokenizer.padding_side = "left"  # decoders continue from the right end of every row
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = resolve_device(device) if isinstance(device, str) else device
     model = place_model(model, device, inference_dtype(device, dtype, run_precision(name)))
     return model.eval(), tokenizer
-
-
-def _has_tokenizer(name: str) -> bool:
-    return not Path(name).is_dir() or (Path(name) / "tokenizer_config.json").is_file()
 
 
 def generate(model, tokenizer, prompts: list[str], seed: int = 0, stream: bool = False, chat: bool = False,

@@ -55,10 +55,8 @@ def _without_hub_kernels():
             raise HubKernelRefused(f"{repo_id}: Hub kernels are off in hfpipe unless {OPT_IN}=1")
         return original(repo_id, *args, **kwargs)
 
-    note_filter = _DropFallbackNote()
-    loggers = [logging.getLogger("bitsandbytes.backends.cpu.ops")]
-    for logger in loggers:
-        logger.addFilter(note_filter)
+    note_filter, logger = _DropFallbackNote(), logging.getLogger("bitsandbytes.backends.cpu.ops")
+    logger.addFilter(note_filter)
     if original is not None:
         kernels.get_kernel = get_kernel
     try:
@@ -66,8 +64,7 @@ def _without_hub_kernels():
     finally:
         if original is not None:
             kernels.get_kernel = original
-        for logger in loggers:
-            logger.removeFilter(note_filter)
+        logger.removeFilter(note_filter)
 
 
 class _GuardedBitsandbytesImport(importlib.abc.MetaPathFinder):
