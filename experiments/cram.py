@@ -317,11 +317,13 @@ def task_files(task: str) -> tuple[Path, Path]:
 
 
 def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, pooling: str = "mean",
-                    epochs: float | None = None, learning_rate: float | None = None) -> Path:
-    """The one finetuning recipe of (family, task); only the model folder and seed vary."""
+                    epochs: float | None = None, learning_rate: float | None = None,
+                    files: tuple[Path, Path] | None = None) -> Path:
+    """The one finetuning recipe of (family, task); only the model folder and seed vary (``files``: other
+    training and dev files than `task_files`, e.g. fewer labels)."""
     import yaml
 
-    train, dev = task_files(task)
+    train, dev = files or task_files(task)
     # pretraining ran without dropout (Cramming); finetuning uses BERT's 0.1 for both inits
     config = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
     if family == "encoder":

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml"
          for family in ("encoder", "decoder", "seq2seq")}
+INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
+ADAPT = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 needs_shared = pytest.mark.skipif(not (SHARED / "text").is_dir(), reason="../shared/data is not here")
 
 
@@ -61,7 +63,7 @@ def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path,
 
 
 def test_smoke_shrinks_a_time_budget_and_keeps_the_schedule_running_over_it():
-    for recipe in CRAMS.values():
+    for recipe in [*CRAMS.values(), INDOMAIN]:
         full, smoke = load_recipe(recipe), load_recipe(recipe, smoke=True)
         assert full.train.time_budget == "30m" and smoke.train.time_budget == "30s"
         assert smoke.train.lr_scheduler_type == full.train.lr_scheduler_type == "linear"
@@ -82,6 +84,81 @@ def test_a_mixture_source_is_exactly_one_of_a_dataset_files_or_the_embedded_corp
     for bad in ({"weight": 1}, {"embedded": True, "files": [str(text)], "weight": 1}):
         with pytest.raises(InputError, match=r"data.sources\[0\]: expected exactly one of dataset .*embedded: true"):
             recipe(bad)
+
+
+def test_a_mixture_reads_a_folder_of_documents_and_columns_of_json_and_tsv_together(tmp_path):
+    """Adaptive pretraining's text as users have it: a folder of .txt documents, a GLUE file's sentence
+    column, JSON lines (whose text datasets types as large_string, the others as string)."""
+    folder = tmp_path / "docs"
+    (folder / "more").mkdir(parents=True)
+    (folder / "a.txt").write_text("".join(f"Document {i}.\n\n" for i in range(20)))
+    (folder / "more" / "b.txt").write_text("".join(f"Nested document {i}.\n\n" for i in range(20)))
+    (folder / ".hidden.txt").write_text("Not a document.\n")
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f'a " charming journey {i} \t1\n' for i in range(40)))
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": i, "text": f"Review {i}."}) + "\n" for i in range(40)))
+    recipe = Recipe.from_dict({"kind": "pretrain", "model": {"family": "encoder", "size": "tiny"},
+                               "objective": {"name": "mlm"}, "data": {"sources": [
+                                   {"files": [str(folder)], "weight": 1, "name": "docs"},
+                                   {"files": [str(tsv)], "text_column": "sentence", "weight": 1},
+                                   {"files": [str(jsonl)], "weight": 1}]}}, "test")
+    corpus, mixture = load_corpus_and_mixture(recipe)
+    assert mixture.names == ["docs", "train", "reviews"] and all(count > 0 for count in mixture.counts)
+    texts = set(corpus["train"]["text"])
+    assert any(t.startswith("Document ") for t in texts) and any(t.startswith("Nested document ") for t in texts)
+    assert any(t.startswith('a " charming journey ') for t in texts) and any(t.startswith("Review ") for t in texts)
+    assert not any("Not a document" in text for text in texts)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=r"data folder .*empty holds no file hfpipe reads"):
+        load_corpus_and_mixture(Recipe.from_dict({**recipe.to_dict(), "data": {"sources": [
+            {"files": [str(empty)], "weight": 1}]}}, "test"))
+
+
+@needs_shared
+@pytest.mark.slow
+def test_the_in_domain_cram_and_the_adaptive_pretraining_recipe_run_as_written(tmp_path, tiny_bert_without_head):
+    from test_recipes_as_written import _assert_a_finished_model
+
+    out = tmp_path / "cram"
+    result = hfpipe_cli("pretrain", INDOMAIN, "--output-dir", out, "--set", "train.time_budget=10s")
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_a_finished_model(out, result)
+    read = next(line for line in result.stderr.splitlines() if "data mixture as read" in line)
+    for source in ("sst2_train_text", "imdb", "enwiki"):
+        assert f"{source}: " in read and f"{source}: 0 documents" not in read
+    config = AutoConfig.from_pretrained(out)
+    assert config.tie_word_embeddings is False and config.vocab_size == 16384
+    model = hfpipe.HfpipeEncoderForMaskedLM.from_pretrained(out)
+    assert not torch.equal(model.mlm_head.decoder.weight, model.model.embeddings.word_embeddings.weight)
+
+    out = tmp_path / "adapted"
+    result = hfpipe_cli("pretrain", ADAPT, "--output-dir", out, "--set", "train.time_budget=10s",
+                        "--set", f"model.name_or_path={tiny_bert_without_head}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (out / "model.safetensors").is_file() and (out / "eval_results.json").is_file()
+    # the checkpoint's own tokenizer, and its encoder continued (not drawn afresh)
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(tiny_bert_without_head).get_vocab()
+    from transformers import AutoModel
+
+    before, after = (AutoModel.from_pretrained(p).embeddings.word_embeddings.weight for p in (tiny_bert_without_head, out))
+    assert (after - before).abs().max() < 0.05  # a few steps at 1e-4 move it a little, a fresh draw would not be near
+
+
+@pytest.fixture
+def tiny_bert_without_head(tmp_path):
+    """A BERT checkpoint shaped as all-MiniLM-L6-v2 is stored (BertModel: no MLM head), tiny."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    wordpiece = train_tokenizer(["a charming journey through the movie", "labored gags and no wit"] * 30,
+                                family="encoder", vocab_size=80)
+    wordpiece.save_pretrained(tmp_path / "bert")
+    tokenizer = BertTokenizerFast.from_pretrained(tmp_path / "bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(tmp_path / "bert")
+    return tmp_path / "bert"
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ Next steps live beside it: tokenizing (cached) in `hfpipe.data.tokenized`, sente
 embedded corpus in `hfpipe.data.embedded_corpus`.
 
 Where text comes from: a Hub dataset (``source``), local files (``files``: .txt, .jsonl/.json, .csv,
-.parquet, one kind per call), or, when neither is given, the embedded corpus (the docstrings of the
+.tsv, .parquet, one kind per call, each as it is or compressed as .xz/.gz/.bz2), or, when neither is given, the embedded corpus (the docstrings of the
 running Python's standard library: real English prose on every machine, no network, no files).
 
 Documents in a .txt file (``sample_by="paragraph"``, the default): a document is a maximal run of
@@ -27,8 +27,11 @@ and counted as the stream is read (UTF-8 is still checked up front).
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import functools
+import gzip
+import lzma
 import logging
 import math
 import os
@@ -47,7 +50,27 @@ from hfpipe.errors import InputError
 logger = logging.getLogger(__name__)
 
 MAX_DOCUMENT_BYTES = 10_000_000  # one document (line, paragraph or row) of UTF-8 text
-BUILDER_OF_EXTENSION = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+BUILDER_OF_EXTENSION = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+                        ".parquet": "parquet"}
+# datasets' csv builder reads a .tsv (GLUE's files) with pandas' options below: no quoting, as GLUE's
+# sentences hold unbalanced quotes ("the ``sentence`` column of SST-2's train.tsv" is pretraining text).
+BUILDER_OPTIONS = {"csv": ("csv", {"encoding": "utf-8-sig"}),
+                   "tsv": ("csv", {"encoding": "utf-8-sig", "sep": "\t", "quoting": 3})}
+# Compressed files (IMDB's .jsonl.xz, a Wikipedia dump's .txt.xz) are read as they are: datasets
+# decompresses by extension, and our own readers (UTF-8 check, .txt documents) through these.
+OPENER_OF_COMPRESSION = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+
+
+def _open_binary(path: str | Path):
+    return OPENER_OF_COMPRESSION.get(Path(path).suffix.lower(), open)(path, "rb")
+
+
+def format_suffix(path: str | Path) -> str:
+    """The suffix that names a file's format: ".jsonl" for both "a.jsonl" and "a.jsonl.xz"."""
+    path = Path(path)
+    if path.suffix.lower() in OPENER_OF_COMPRESSION:
+        path = path.with_suffix("")
+    return path.suffix.lower()
 
 # --------------------------------------------------------------------------------------------
 # File checks and .txt documents
@@ -57,8 +80,8 @@ BUILDER_OF_EXTENSION = {".txt": "text", ".jsonl": "json", ".json": "json", ".csv
 def check_utf8(path: str | Path, chunk_bytes: int = 1 << 20) -> None:
     """Raise InputError naming `path` and the byte offset of the first byte that is not UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0  # bytes read before the current chunk
-    with open(path, "rb") as file:
+    offset = 0  # bytes read before the current chunk (of the decompressed text)
+    with _open_binary(path) as file:
         while True:
             chunk = file.read(chunk_bytes)
             pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
@@ -88,9 +111,9 @@ def _check_files(files: Sequence[str | Path], what: str = "data file") -> str:
             raise InputError(f"{what} {file} does not exist or is not a file")
         if path.stat().st_size == 0:
             raise InputError(f"{what} {file} is empty; expected text")
-        suffix = path.suffix.lower()
+        suffix = format_suffix(path)
         if suffix not in BUILDER_OF_EXTENSION:
-            known = ", ".join(BUILDER_OF_EXTENSION)
+            known = ", ".join(BUILDER_OF_EXTENSION) + " (each may be compressed: " + ", ".join(OPENER_OF_COMPRESSION) + ")"
             raise InputError(f"{what} {file}: unknown extension {suffix!r}; expected one of {known}")
         builders.setdefault(BUILDER_OF_EXTENSION[suffix], file)
     if len(builders) > 1:
@@ -121,7 +144,7 @@ def iter_txt_documents(
     stats = stats if stats is not None else TxtStats()
     lines: list[str] = []  # the document being gathered
     size = first_line = offset = 0
-    with open(path, "rb") as file:
+    with _open_binary(path) as file:
         while raw := file.readline(MAX_DOCUMENT_BYTES + 1):
             stats.lines += 1
             content = raw.rstrip(b"\r\n")
@@ -198,7 +221,7 @@ def load_text_dataset(
 
     Args:
         source: a Hub dataset name (or anything `datasets.load_dataset` takes); `split` is its training split.
-        files: local files of one kind (.txt, .jsonl/.json, .csv, .parquet). None with no source: the
+        files: local files of one kind (.txt, .jsonl/.json, .csv, .tsv, .parquet; .xz/.gz/.bz2 too). None with no source: the
             embedded corpus.
         validation_files: held-out files; otherwise the source's "validation" split, otherwise
             `validation_split_percentage` percent of the training documents (at least one),
@@ -264,7 +287,7 @@ def _load_files(
             raise InputError(f"{what}s {', '.join(files)} hold no text, only blank lines; expected documents")
         return Dataset.from_generator(_txt_rows, gen_kwargs={**kwargs, "log": False}, cache_dir=cache_dir)
     # utf-8-sig: a byte-order mark must not become part of the first column's name.
-    options = {"encoding": "utf-8-sig"} if builder == "csv" else {}
+    builder, options = BUILDER_OPTIONS.get(builder, (builder, {}))
     if streaming:
         # One stream over all files: datasets then sees one shard per file, which is what
         # split_dataset_by_node and DataLoader workers divide between processes (a

@@ -117,12 +117,31 @@ def _even_shares(total: int, parts: int) -> list[int]:
 
 
 def _expand(patterns) -> list[str]:
-    """Recipe file lists allow globs ("c4/*.json"): each expands to its matches, sorted."""
-    return [f for pattern in patterns for f in (sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern])]
+    """Recipe file lists allow globs ("c4/*.json", each expands to its matches, sorted) and folders (the
+    files under it whose format hfpipe reads, sorted; hidden ones skipped)."""
+    from hfpipe.data.corpus import BUILDER_OF_EXTENSION, format_suffix
+
+    files = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            files += sorted(glob.glob(pattern))
+        elif Path(pattern).is_dir():
+            found = sorted(str(f) for f in Path(pattern).rglob("*") if f.is_file()
+                           and format_suffix(f) in BUILDER_OF_EXTENSION
+                           and not any(part.startswith(".") for part in f.relative_to(pattern).parts))
+            if not found:
+                raise InputError(f"data folder {pattern} holds no file hfpipe reads; expected "
+                                 f"{', '.join(BUILDER_OF_EXTENSION)} files")
+            files += found
+        else:
+            files.append(pattern)
+    return files
 
 
 def _mixed_corpus(recipe):
     """data.sources: each source's documents (renamed to data.text_column), interleaved by weight."""
+    from datasets import Value
+
     from hfpipe.data.corpus import load_text_dataset
     from hfpipe.data.sampling import interleave_sources
 
@@ -136,6 +155,8 @@ def _mixed_corpus(recipe):
                                  text_column=column, streaming=data.streaming, validation_split_percentage=0)["train"]
         if column != data.text_column:
             part = part.rename_column(column, data.text_column)
+        if not is_stream(part):  # one text type for all: json's reader gives large_string, the others string
+            part = part.cast_column(data.text_column, Value("large_string"))
         parts.append(part)
         names.append(source.name or ("embedded" if source.embedded else source.dataset or Path(source.files[0]).stem)
                      or f"source{i}")

@@ -53,7 +53,7 @@ def check_data_file(text: str, key: str, where: str) -> None:
     if glob.has_magic(text):
         if not exists(text, "glob"):
             raise error(where, key, f"no file matches {show(text)}")
-    elif not exists(text, "file"):
+    elif not exists(text, "any"):  # a folder stands for the files under it (data.sources._expand)
         raise error(where, key, f"no such file {show(text)}")
 
 
@@ -62,6 +62,8 @@ def validate_paths(r: Recipe, where: str) -> None:
         value = getattr(r, section).name_or_path
         if value is not None:
             check_model_path(value, f"{section}.name_or_path", where)
+    if getattr(r, "task", None) is not None and r.task.reference_model is not None:
+        check_model_path(r.task.reference_model, "task.reference_model", where)
     for key in ("train_files", "validation_files"):
         for i, name in enumerate(getattr(r.data, key)):
             check_data_file(name, f"data.{key}[{i}]", where)

@@ -176,6 +176,38 @@ def test_column_files_keep_the_text_column_and_skip_blank_rows(tmp_path, extensi
     assert [row["body"] for row in streamed["train"]] == expected
 
 
+def test_compressed_and_tab_separated_files_read_as_their_format(tmp_path):
+    """IMDB's .jsonl.xz, a Wikipedia dump's .txt.xz, GLUE's .tsv (unbalanced quotes: no quoting) as they are."""
+    import bz2
+    import gzip
+    import lzma
+
+    rows = [{"id": i, "text": f"Review {i}: \"great\" film."} for i in range(6)]
+    jsonl = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    for name, opener in (("r.jsonl.xz", lzma.open), ("r.jsonl.gz", gzip.open), ("r.jsonl.bz2", bz2.open)):
+        with opener(tmp_path / name, "wb") as file:
+            file.write(jsonl)
+        read = load_text_dataset(files=[tmp_path / name], validation_split_percentage=0, cache_dir=str(tmp_path / "c"))
+        assert read["train"]["text"] == [row["text"] for row in rows], name
+    with lzma.open(tmp_path / "wiki.txt.xz", "wb") as file:
+        file.write(TXT_BYTES)
+    read = load_text_dataset(files=[tmp_path / "wiki.txt.xz"], validation_split_percentage=0,
+                             cache_dir=str(tmp_path / "c"))
+    assert read["train"]["text"] == TXT_DOCUMENTS
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text('sentence\tlabel\nit \'s a " charming journey \t1\nno wit , only labored gags \t0\n')
+    read = load_text_dataset(files=[tsv], text_column="sentence", validation_split_percentage=0,
+                             cache_dir=str(tmp_path / "c"))
+    assert read["train"]["sentence"] == ['it \'s a " charming journey ', "no wit , only labored gags "]
+    with lzma.open(tmp_path / "bad.txt.xz", "wb") as file:
+        file.write(b"fine\n\xff\n")
+    with pytest.raises(InputError, match=r"bad.txt.xz: byte offset 5 .* not valid UTF-8"):
+        load_text_dataset(files=[tmp_path / "bad.txt.xz"], cache_dir=str(tmp_path / "c"))
+    (tmp_path / "notes.doc.xz").write_bytes(lzma.compress(b"x"))
+    with pytest.raises(InputError, match=r"notes.doc.xz: unknown extension '.doc'; expected one of .*\.tsv.*\.xz"):
+        load_text_dataset(files=[tmp_path / "notes.doc.xz"], cache_dir=str(tmp_path / "c"))
+
+
 def test_unparsable_json_is_an_input_error(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text('{"text": "fine"}\n{"text": oops}\n')
