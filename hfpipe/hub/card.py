@@ -56,7 +56,7 @@ def write_model_card(
     card_path = output_dir / "README.md"
     if card_path.is_file() and not _replaceable_card(card_path):
         raise InputError(
-            f"model card: {card_path} exists and was not generated (by hfpipe, peft or Trainer); move it away first"
+            f"model card: {card_path} exists and was not generated (by hfpipe, peft, Trainer or trl); move it away first"
         )
 
     metrics = _card_metrics(results)
@@ -102,14 +102,18 @@ def write_model_card(
     return card_path
 
 
+_TRL_TEMPLATE_MARK = "It has been trained using [TRL]"  # trl/templates/lm_model_card.md, written on every save
+
+
 def _replaceable_card(card_path: Path) -> bool:
-    """hfpipe's own card, or boilerplate a library generated (peft's save_pretrained, Trainer)."""
+    """hfpipe's own card, or boilerplate a library generated (peft's save_pretrained, Trainer, trl's trainers)."""
     try:
         card = ModelCard.load(card_path)
     except ValueError:  # unparsable metadata: someone's own card
         return False
     tags = card.data.tags or []
-    return "hfpipe" in tags or "generated_from_trainer" in tags or _HUB_TEMPLATE_MARK in card.text
+    return ("hfpipe" in tags or "generated_from_trainer" in tags or _HUB_TEMPLATE_MARK in card.text
+            or ("trl" in tags and _TRL_TEMPLATE_MARK in card.text))
 
 
 def _card_metrics(results: Mapping[str, float]) -> dict[str, float]:

@@ -41,6 +41,7 @@ from .rules import glue_task_names
 from .schema import (
     DEFAULT_VOCAB_SIZE,
     OBJECTIVE_FAMILY,
+    DPO_TASK,
     SFT_TASK,
     SQUAD_TASKS,
     TAGGING_TASKS,
@@ -91,6 +92,7 @@ __all__ = [
     "PrefixLmObjectiveSection",
     "QuantizationSection",
     "Recipe",
+    "DPO_TASK",
     "SFT_TASK",
     "SQUAD_TASKS",
     "SopObjectiveSection",

@@ -14,6 +14,7 @@ from .paths import check_data_file, validate_paths
 from .schema import (
     DEFAULT_VOCAB_SIZE,
     OBJECTIVE_FAMILY,
+    DPO_TASK,
     SFT_TASK,
     SQUAD_TASKS,
     TAGGING_TASKS,
@@ -56,6 +57,8 @@ _APPLIES_TO = {
         "context_column": ("sft",),
         "label_all_tokens": TAGGING_TASKS, "tokens_column": TAGGING_TASKS, "tags_column": TAGGING_TASKS,
         "conll_tag_column": TAGGING_TASKS,
+        **{key: (DPO_TASK,) for key in ("beta", "dpo_loss", "reference_model", "prompt_column", "chosen_column",
+                                        "rejected_column")},
     },
 }
 
@@ -142,7 +145,7 @@ def validate(r: Recipe, where: str) -> None:
 
 def _validate_task(r: Recipe, where: str) -> None:
     task, family = r.task, r.model.family
-    valid = (*glue_task_names(), *SQUAD_TASKS) + ((SFT_TASK, *TAGGING_TASKS) if r.kind == "finetune" else ())
+    valid = (*glue_task_names(), *SQUAD_TASKS) + ((SFT_TASK, *TAGGING_TASKS, DPO_TASK) if r.kind == "finetune" else ())
     if task.name not in valid:
         raise error(where, "task.name", f"unknown task {show(task.name)}{did_you_mean(task.name, valid)}; known: "
                      + ", ".join(valid))
@@ -151,6 +154,8 @@ def _validate_task(r: Recipe, where: str) -> None:
                      f"must be smaller than task.max_seq_length ({task.max_seq_length}), got {task.doc_stride}")
     if task.name == SFT_TASK and family != "decoder":
         raise error(where, "model.family", f"sft (instruction tuning) trains a decoder, got {family}")
+    if task.name == DPO_TASK and family != "decoder":
+        raise error(where, "model.family", f"dpo (preference finetuning) trains a decoder, got {family}")
     if task.name in TAGGING_TASKS and family != "encoder" and r.model.name_or_path is None:
         # hfpipe's decoder and seq2seq have no token-classification head; a checkpoint whose
         # transformers family has one (checked when it loads) may still be used.
@@ -256,8 +261,16 @@ def _validate_train(t: TrainSection, where: str) -> None:
 
 
 def _is_repo_id(text: str) -> bool:
-    parts = text.split("/")
-    return 1 <= len(parts) <= 2 and all(p and all(c.isalnum() or c in "-_." for c in p) for p in parts)
+    """The Hub's own rule (huggingface_hub's validate_repo_id): "name" or "org/name", at most 96
+    characters of letters, digits, "-", "_" and ".", no "--" or "..", not ending in ".git"."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- resolved defaults

@@ -37,6 +37,7 @@ OBJECTIVE_FAMILY: dict[str, str] = {
 SQUAD_TASKS = ("squad", "squad_v2")
 SFT_TASK = "sft"  # instruction tuning (hfpipe.tasks.sft)
 TAGGING_TASKS = ("ner", "pos")  # token tagging: named entities, part of speech (hfpipe.tasks.tagging)
+DPO_TASK = "dpo"  # preference finetuning (hfpipe.tasks.dpo, through trl)
 DEFAULT_VOCAB_SIZE = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}  # BERT, GPT-2, T5
 
 
@@ -220,7 +221,7 @@ class DataSection:
 
 @dataclass
 class TaskSection:
-    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft|ner|pos; required
+    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft|ner|pos|dpo; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per (pair of) input text(s)
     doc_stride: int = checked(128, AT_LEAST_ONE)  # SQuAD: overlap between windows of a long context
     n_best_size: int = checked(20, AT_LEAST_ONE)  # SQuAD: start/end candidates kept per window
@@ -236,6 +237,12 @@ class TaskSection:
     tokens_column: str = "tokens"  # ner/pos: the dataset/JSON column of a sentence's words
     tags_column: str | None = None  # ner/pos: ... of its tags (ClassLabel ids or names); None: ner_tags / pos_tags
     conll_tag_column: int = -1  # ner/pos, CoNLL text files: the tags' column (word = 0); -1: the last (NER), 1: POS
+    beta: float = checked(0.1, POSITIVE)  # dpo: how far the policy may move from the reference (IPO: its tau)
+    dpo_loss: Literal["sigmoid", "ipo"] = "sigmoid"  # dpo: sigmoid = DPO (Rafailov et al. 2023), ipo = IPO (Azar et al.)
+    reference_model: str | None = None  # dpo: the reference policy; None: the model as it starts (peft: the base)
+    prompt_column: str = "prompt"  # dpo: the JSON key / dataset column of the prompt
+    chosen_column: str = "chosen"  # dpo: ... of the preferred completion
+    rejected_column: str = "rejected"  # dpo: ... of the other completion
 
 
 @dataclass

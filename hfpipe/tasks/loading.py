@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hfpipe.errors import InputError
-from hfpipe.recipes import SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
-from hfpipe.tasks import glue, sft, squad, tagging
+from hfpipe.recipes import DPO_TASK, SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
+from hfpipe.tasks import dpo, glue, sft, squad, tagging
 
 logger = logging.getLogger("hfpipe.tasks.loading")
 
@@ -38,6 +38,8 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         sizes = {"num_train": data.max_train_samples or 1024, "num_eval": data.max_eval_samples or 256}
         if task == SFT_TASK:
             splits = embedded_data.embedded_sft(seed=recipe.train.seed, **sizes)
+        elif task == DPO_TASK:
+            splits = embedded_data.embedded_preferences(seed=recipe.train.seed, **sizes)
         elif task in SQUAD_TASKS:
             splits = embedded_data.embedded_squad(version="v2" if task == "squad_v2" else "v1",
                                                   seed=recipe.train.seed, **sizes)
@@ -49,6 +51,9 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
         names = ["hfpipe-embedded"]
     elif task == SFT_TASK:
         splits, names = _load_sft(recipe, train_files, validation_files, do_train), [data.dataset or "local JSON lines"]
+    elif task == DPO_TASK:
+        splits = dpo.load_pairs(recipe, train_files, validation_files, do_train)
+        names = [data.dataset or "local JSON lines"]
     elif task in SQUAD_TASKS:
         version = "2.0" if task == "squad_v2" else "1.1"
         source_train = train_files[0] if train_files else data.dataset

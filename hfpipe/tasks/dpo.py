@@ -1,0 +1,194 @@
+"""Preference finetuning: Direct Preference Optimization (Rafailov et al. 2023) through trl's DPOTrainer.
+
+    pairs = load_preference_jsonl("pairs.jsonl")   # {"prompt", "chosen", "rejected"} per line, checked
+    hfpipe finetune recipes/post/dpo-lora.yaml --train-file pairs.jsonl
+
+A pair is a prompt and two completions of it, the preferred one first. DPO raises the policy's
+log-probability of the chosen completion relative to the reference model's and lowers the rejected
+one's, with no reward model and no sampling while training:
+
+    sigmoid (DPO):  -log σ(β · [(log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))])
+    ipo (IPO):      ([(…c) / |c| - (…r) / |r|] - 1 / (2β))²      (per-token averages; Azar et al. 2023)
+
+where log π(·) sums the completion's token log-probabilities given the prompt. The reference is the
+policy as it starts (``task.reference_model`` names another checkpoint); with a PEFT adapter it is the
+same model with the adapter switched off, so no second copy is held. trl computes all of it (its
+DPOTrainer, DPOConfig and preference collator); this module checks the pairs, builds the trainer with
+hfpipe's callbacks, and reports trl's held-out reward accuracy and margins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+
+from ..errors import InputError
+
+logger = logging.getLogger("hfpipe.tasks.dpo")
+
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def _check_row(row: dict, where: str, columns: dict[str, str]) -> dict[str, str]:
+    """The pair of one row, renamed to prompt/chosen/rejected; InputError naming ``where`` if it is not one."""
+    pair = {}
+    for target, key in columns.items():
+        value = row.get(key)
+        if not isinstance(value, str) or (target != "prompt" and not value.strip()):
+            found = "missing" if key not in row else f"got {value!r}"[:80]
+            wanted = "a string" if target == "prompt" else "a non-empty string"
+            raise InputError(f"{where}: {key!r} must be {wanted} ({found})")
+        pair[target] = value
+    if not pair["prompt"].strip():
+        raise InputError(f"{where}: {columns['prompt']!r} is empty; expected the text both completions continue")
+    if pair["chosen"].strip() == pair["rejected"].strip():
+        raise InputError(f"{where}: {columns['chosen']!r} and {columns['rejected']!r} are the same text; a pair "
+                         "needs two different completions")
+    return pair
+
+
+def load_preference_jsonl(path: str | Path, prompt_column: str = "prompt", chosen_column: str = "chosen",
+                          rejected_column: str = "rejected") -> datasets.Dataset:
+    """A JSON-lines file of preference pairs as a Dataset with ``prompt``, ``chosen`` and ``rejected``.
+
+    Every non-blank line must be an object whose three keys hold strings, chosen and rejected non-empty
+    and different; the first line that is not raises InputError naming the file and line."""
+    path = Path(path)
+    columns = {"prompt": prompt_column, "chosen": chosen_column, "rejected": rejected_column}
+    rows = {name: [] for name in COLUMNS}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected JSON lines") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: not valid JSON ({e.msg}); expected one object per line") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected a JSON object with {', '.join(map(repr, columns.values()))}")
+        for name, value in _check_row(row, where, columns).items():
+            rows[name].append(value)
+    if not rows["prompt"]:
+        raise InputError(f"{path}: no preference pairs; expected JSON lines with "
+                         f"{', '.join(map(repr, columns.values()))}")
+    return datasets.Dataset.from_dict(rows)
+
+
+def checked_pairs(dataset: datasets.Dataset, where: str, prompt_column: str = "prompt",
+                  chosen_column: str = "chosen", rejected_column: str = "rejected") -> datasets.Dataset:
+    """A Hub split's pairs, checked row by row like a file's (rows named by index), renamed to prompt/chosen/rejected."""
+    columns = {"prompt": prompt_column, "chosen": chosen_column, "rejected": rejected_column}
+    missing = [key for key in columns.values() if key not in dataset.column_names]
+    if missing:
+        raise InputError(f"{where}: no column {missing[0]!r} (task.prompt_column / chosen_column / rejected_column); "
+                         f"it has {dataset.column_names}")
+    rows = {name: [] for name in COLUMNS}
+    for index, row in enumerate(dataset.select_columns(list(columns.values()))):
+        for name, value in _check_row(row, f"{where} row {index}", columns).items():
+            rows[name].append(value)
+    return datasets.Dataset.from_dict(rows)
+
+
+def load_pairs(recipe, train_files: list[str], validation_files: list[str], do_train: bool) -> dict:
+    """{"train"?, "validation"?} pairs from JSONL files or a Hub dataset; without a validation set,
+    data.validation_split_percentage of the training pairs are held out (seeded)."""
+    task, data = recipe.task, recipe.data
+    columns = dict(prompt_column=task.prompt_column, chosen_column=task.chosen_column,
+                   rejected_column=task.rejected_column)
+    splits = {}
+    if train_files or validation_files:
+        if train_files and do_train:
+            splits["train"] = load_preference_jsonl(train_files[0], **columns)
+        if validation_files:
+            splits["validation"] = load_preference_jsonl(validation_files[0], **columns)
+    else:
+        from ..hub import load_hub_dataset
+
+        loaded = load_hub_dataset(data.dataset, data.dataset_config, local_hint="give JSONL files of "
+                                  "prompt/chosen/rejected pairs instead (--train-file/--validation-file)")
+        for name, split in (("train", "train"), ("validation", "validation"), ("validation", "test")):
+            if split in loaded and name not in splits and (do_train or name != "train"):
+                splits[name] = checked_pairs(loaded[split], f"{data.dataset} [{split}]", **columns)
+    if "validation" not in splits and "train" in splits and data.validation_split_percentage > 0:
+        held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100,
+                                                seed=recipe.train.seed)
+        splits = {"train": held["train"], "validation": held["test"]}
+    return splits
+
+
+def require_trl():
+    """trl's DPOTrainer and DPOConfig, or one line saying how to install them."""
+    try:
+        from trl import DPOConfig, DPOTrainer
+    except ImportError as error:
+        raise InputError(f"task dpo needs trl ({error}); install hfpipe's post-training extra: "
+                         "pip install 'hfpipe[post]'") from None
+    return DPOTrainer, DPOConfig
+
+
+def build_dpo_trainer(recipe, model, tokenizer, train, validation):
+    """trl's DPOTrainer with hfpipe's callbacks and the recipe's settings. With a PEFT method trl wraps
+    ``model`` and the reference is the adapter-free base; else a frozen copy of ``model`` as it is now
+    (or ``task.reference_model``)."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from ..adapters import peft_config
+    from ..checkpoints import load_model
+    from ..train import build_trainer
+
+    DPOTrainer, DPOConfig = require_trl()
+    task = recipe.task
+    if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; trl pads with it
+        tokenizer.pad_token = tokenizer.eos_token
+    adapter = peft_config(recipe.peft, model) if recipe.peft.method != "none" else None
+    reference = None
+    if task.reference_model is not None:
+        reference = load_model(AutoModelForCausalLM, task.reference_model)
+    elif adapter is None:
+        # trl would reload the reference from config._name_or_path, which a model built from a config or
+        # resized since has not got; the starting weights are what DPO's reference means
+        reference = copy.deepcopy(model)
+    if reference is not None:
+        reference.eval().requires_grad_(False)
+    trainer, _ = build_trainer(
+        recipe, model, tokenizer, train, validation, data_collator=None, trainer_class=DPOTrainer,
+        args_class=DPOConfig,
+        extra_args={"beta": task.beta, "loss_type": [task.dpo_loss], "max_length": task.max_seq_length,
+                    # trl's DPOConfig turns activation checkpointing on by default; the recipe decides
+                    "gradient_checkpointing": recipe.train.gradient_checkpointing},
+        ref_model=reference, peft_config=adapter,
+    )
+    return trainer
+
+
+def run_dpo(recipe, data, do_train: bool, resume_from):
+    """Train (or evaluate) a decoder on preference pairs with trl's DPOTrainer; metrics on the held-out
+    pairs: trl's rewards/accuracies (the share of pairs whose implicit reward ranks chosen first),
+    rewards/margins, the chosen and rejected rewards (beta x log-ratio) and the loss."""
+    from transformers import AutoModelForCausalLM
+
+    from ..adapters import prepare_quantized, quantization_config
+    from ..build import load_tokenizer_and_model
+
+    require_trl()  # before the model loads: a missing extra is one line
+    texts = lambda: (t for row in data.train or [] for t in (row["prompt"], row["chosen"], row["rejected"]))  # noqa: E731
+    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForCausalLM, texts)
+    if quantization_config(recipe.quantization) is not None:
+        model = prepare_quantized(model)
+    validation = data.evaluation.get("validation")
+    trainer = build_dpo_trainer(recipe, model, tokenizer, data.train, validation)
+    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+    metrics = trainer.evaluate() if validation is not None else {}
+    return trainer, train_result, metrics, {}, tokenizer
+
+
+__all__ = ["build_dpo_trainer", "checked_pairs", "load_pairs", "load_preference_jsonl", "require_trl", "run_dpo"]
