@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, NonFiniteLossError
 
 DESCRIPTION = ("Pretrain and adapt transformer language models (encoder, decoder, encoder-decoder) on the "
                "Hugging Face stack: tokenizer, pretraining, finetuning, adapters, generation, evaluation.")
@@ -247,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as error:
         print(f"hfpipe: error: {error}", file=sys.stderr)
         return InputError.exit_code
-    except Exception as error:  # a diverged run gets one line, not a traceback
-        if type(error).__name__ != "NonFiniteLossError":
-            raise
+    except NonFiniteLossError as error:  # a diverged run gets one line, not a traceback
         print(f"\nhfpipe: {error}", file=sys.stderr)  # on its own line, after any progress bar
         return 1
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The one error type users should see: bad input, reported in one line, exit code 2."""
+"""The errors users see as one line: bad input (exit code 2) and a diverged run (exit code 1)."""
 
 
 class InputError(ValueError):
@@ -10,3 +10,8 @@ class InputError(ValueError):
     """
 
     exit_code = 2
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite: the run stops (its last checkpoint intact) and the CLI
+    prints this one line instead of a traceback, exit code 1."""

@@ -27,7 +27,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from .accumulation import LossCountsMixin
 from .budget import BudgetProgressCallback, TimeBudget, TimeBudgetCallback, budget_trainer, parse_duration
-from .errors import InputError
+from .errors import InputError, NonFiniteLossError
 from .hub import CHECKPOINT_MARKER as COMPLETE_MARKER  # written last into checkpoint-N/ (and pushed with it)
 from .hub import pull_checkpoint, push_to_hub, write_model_card
 
@@ -290,10 +290,6 @@ class CompileNoticeCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.first_step and state.is_world_process_zero:
             logger.info("first step with compilation: %.0f s", time.monotonic() - self.started)
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 class NonFiniteLossCallback(TrainerCallback):

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, QuestionAnsweringModelOutput
 
 from .attention_patterns import (
     PatternContext,
@@ -798,6 +798,19 @@ def sequence_classification_loss(config, logits: torch.Tensor, labels: torch.Ten
     labelled = labels != -100
     # where, not losses[labelled]: boolean indexing reads the count back to the host
     return normalise(torch.where(labelled, losses, 0.0).sum(), labelled.sum(), num_items_in_batch)
+
+
+def span_prediction(qa_outputs: nn.Linear, outputs, start_positions=None, end_positions=None, attention_mask=None,
+                    num_items_in_batch=None):
+    """The extractive-QA head of the encoder and the decoder alike: ``qa_outputs`` (C -> 2) over the
+    backbone's last hidden states (B, T, C) gives start and end logits (B, T), and ``span_loss`` when
+    the answer's positions are given."""
+    start_logits, end_logits = qa_outputs(outputs.last_hidden_state).unbind(-1)  # (B, T) each
+    loss = None
+    if start_positions is not None and end_positions is not None:
+        loss = span_loss(start_logits, end_logits, start_positions, end_positions, attention_mask, num_items_in_batch)
+    return QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits.contiguous(),
+                                        end_logits=end_logits.contiguous(), hidden_states=outputs.hidden_states)
 
 
 def span_loss(

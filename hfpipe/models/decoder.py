@@ -31,7 +31,7 @@ from .blocks import (
     either_cache,
     lm_logits_and_loss,
     sequence_classification_loss,
-    span_loss,
+    span_prediction,
 )
 from .configuration import HfpipeDecoderConfig
 
@@ -228,15 +228,5 @@ class HfpipeDecoderForQuestionAnswering(HfpipeDecoderPreTrainedModel):
         cache = either_cache(past_key_values, cache)  # prefix tuning's prefix, if any
         outputs = self.model(input_ids, attention_mask, position_ids, cache, inputs_embeds, False, output_hidden_states,
                              global_attention_mask=global_attention_mask)
-        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_loss(
-                start_logits, end_logits, start_positions, end_positions, attention_mask, num_items_in_batch
-            )
-        return QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits.contiguous(),
-            end_logits=end_logits.contiguous(),
-            hidden_states=outputs.hidden_states,
-        )
+        return span_prediction(self.qa_outputs, outputs, start_positions, end_positions, attention_mask,
+                               num_items_in_batch)

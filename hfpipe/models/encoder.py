@@ -36,7 +36,7 @@ from .blocks import (
     lm_logits_and_loss,
     normalise,
     sequence_classification_loss,
-    span_loss,
+    span_prediction,
 )
 from .configuration import HfpipeEncoderConfig
 
@@ -333,15 +333,5 @@ class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
             output_hidden_states, global_attention_mask=global_attention_mask,
         )
-        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(-1)  # (B, T) each
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_loss(
-                start_logits, end_logits, start_positions, end_positions, attention_mask, num_items_in_batch
-            )
-        return QuestionAnsweringModelOutput(
-            loss=loss,
-            start_logits=start_logits.contiguous(),
-            end_logits=end_logits.contiguous(),
-            hidden_states=outputs.hidden_states,
-        )
+        return span_prediction(self.qa_outputs, outputs, start_positions, end_positions, attention_mask,
+                               num_items_in_batch)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import string
-from collections.abc import Mapping
 
 from hfpipe.errors import InputError
 
@@ -26,18 +25,14 @@ from .schema import (
 )
 
 _TAGS_COLUMN = {"ner": "ner_tags", "pos": "pos_tags"}  # the Hub's CoNLL-2003 columns: task.tags_column's default
-# GLUE's task list is fixed by the benchmark; used only when hfpipe.tasks.glue cannot be imported.
-_GLUE_FALLBACK = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 _SINGLE_SENTENCE_GLUE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
 _ICL_PLACEHOLDERS = ("text", "text_a", "text_b", "label")
 
 
 def glue_task_names() -> tuple[str, ...]:
     """The nine GLUE task names, from hfpipe.tasks.glue's table."""
-    try:
-        from hfpipe.tasks.glue import GLUE_TASKS
-    except ImportError:  # hfpipe.tasks.glue missing or broken: GLUE's nine tasks are fixed by the benchmark
-        return _GLUE_FALLBACK
+    from hfpipe.tasks.glue import GLUE_TASKS  # here, not at the top: tasks' modules import the recipes
+
     return tuple(GLUE_TASKS)
 
 
@@ -210,13 +205,11 @@ def _validate_icl(r: Recipe, where: str) -> None:
 
 
 def _glue_label_names(task: str) -> list[str] | None:
-    """Label names from hfpipe.tasks.glue's table when it provides them (None: not checkable here)."""
-    try:
-        from hfpipe.tasks.glue import GLUE_TASKS
-    except ImportError:  # the check is an early convenience; the ICL code checks again when it runs
-        return None
+    """Label names from hfpipe.tasks.glue's table (None for a task without names: STS-B's scores)."""
+    from hfpipe.tasks.glue import GLUE_TASKS
+
     info = GLUE_TASKS.get(task)
-    names = info.get("label_names") if isinstance(info, Mapping) else getattr(info, "label_names", None)
+    names = getattr(info, "label_names", None)
     return [str(n) for n in names] if names else None
 
 
