@@ -290,14 +290,15 @@ def label(ax, title: str, xlabel: str, ylabel: str) -> None:
     ax.legend()
 
 
-def save_figure(fig, name: str) -> Path:
+def save_figure(fig, name: str, folder: Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
+    folder = folder or RESULTS  # looked up when called: the other experiments pass their own
     fig.tight_layout()
-    path = RESULTS / name
-    fig.savefig(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / name)
     plt.close(fig)
-    return path
+    return folder / name
 
 
 # ------------------------------------------------------------------------------------------- finetune
@@ -507,14 +508,16 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
+def load(name: str, folder: Path | None = None) -> dict:
+    """A results file of ``folder`` (this experiment's by default; the other experiments pass theirs)."""
+    path = (folder or RESULTS) / f"{name}.json"
     return read_json(path) if path.is_file() else {}
 
 
-def save(name: str, results: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+def save(name: str, results: dict, folder: Path | None = None) -> None:
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

