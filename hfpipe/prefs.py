@@ -29,6 +29,7 @@ from .checkpoints import check_checkpoint, holder_of, load_model
 from .decoding import generate, generation_kwargs, load_generator
 from .device import model_device, resolve_device
 from .errors import InputError
+from .tasks.jsonl import json_lines
 
 logger = logging.getLogger("hfpipe.prefs")
 
@@ -46,16 +47,10 @@ def read_prompts(path: str | Path, prompt_column: str = "prompt") -> list[str]:
         prompts = [line for line in lines if line.strip()]
     else:
         prompts = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not valid JSON ({e.msg}); expected one object per line") from None
+        for where, row in json_lines(path):
             value = row.get(prompt_column) if isinstance(row, dict) else None
             if not isinstance(value, str) or not value.strip():
-                raise InputError(f"{path}:{number}: {prompt_column!r} must be a non-empty string "
+                raise InputError(f"{where}: {prompt_column!r} must be a non-empty string "
                                  f"({'missing' if not isinstance(row, dict) or prompt_column not in row else repr(value)[:60]})")
             prompts.append(value)
     if not prompts:

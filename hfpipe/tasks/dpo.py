@@ -19,13 +19,13 @@ hfpipe's callbacks, and reports trl's held-out reward accuracy and margins.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import datasets
 
 from ..errors import InputError
+from .jsonl import json_lines
 
 logger = logging.getLogger("hfpipe.tasks.dpo")
 
@@ -56,21 +56,9 @@ def load_preference_jsonl(path: str | Path, prompt_column: str = "prompt", chose
 
     Every non-blank line must be an object whose three keys hold strings, chosen and rejected non-empty
     and different; the first line that is not raises InputError naming the file and line."""
-    path = Path(path)
     columns = {"prompt": prompt_column, "chosen": chosen_column, "rejected": rejected_column}
     rows = {name: [] for name in COLUMNS}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected JSON lines") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg}); expected one object per line") from None
+    for where, row in json_lines(path):
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object with {', '.join(map(repr, columns.values()))}")
         for name, value in _check_row(row, where, columns).items():

@@ -16,13 +16,13 @@ so the finetuned model is prompted exactly as it was trained.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import datasets
 
 from ..errors import InputError
+from .jsonl import json_lines
 
 logger = logging.getLogger("hfpipe.sft")
 
@@ -54,20 +54,8 @@ def load_sft_jsonl(path: str | Path, instruction_column: str = "instruction",
     ``context_column`` (a string, may be empty) joins the instruction (``with_context``); other keys
     are ignored.
     """
-    path = Path(path)
     rows = {"instruction": [], "response": []}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected JSON lines") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg}); expected one object per line") from None
+    for where, row in json_lines(path):
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object with {instruction_column!r} and {response_column!r}")
         for key, target in ((instruction_column, "instruction"), (response_column, "response")):
