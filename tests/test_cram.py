@@ -324,8 +324,11 @@ def test_the_linear_probe_reads_sentiment_from_every_layer_of_both_inits(cram):
     probed = cram.linear_probe()
     assert set(probed) == {"crammed", "random"}
     assert all(len(scores) == config.num_hidden_layers + 1 for scores in probed.values())  # and the embeddings
-    # even random weights carry the words' identity, which is worth more than SST-2's majority class (50.9%)
-    assert all(55 < score < 90 for scores in probed.values() for score in scores), probed
+    # even random weights carry the words' identity, which is worth more than SST-2's majority class: by
+    # more than the dev set's standard error (872 phrases: 1.7 points), not by a margin tuned to one install
+    labels = [line.split("\t")[-1] for line in cram.task_files("sst2")[1].read_text().splitlines()[1:]]
+    majority = 100 * max(labels.count(label) for label in set(labels)) / len(labels)
+    assert all(majority + 2 < score < 90 for scores in probed.values() for score in scores), (majority, probed)
     assert cram.load("linear-probe") == probed
 
 
