@@ -14,7 +14,7 @@ All return int64 torch tensors and ``labels`` with -100 where no loss is taken, 
 transformers' Trainer and models expect. Masking reuses transformers'
 ``DataCollatorForLanguageModeling``; span corruption, NSP pairs and prefix LM have no
 transformers counterpart and are written here; span masking and whole-word masking with
-80/10/10 share one word-level masker in :mod:`hfpipe.data.span_masking`.
+80/10/10 share one word-level masker in :mod:`hfpipe.data.word_masking`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from hfpipe.data.span_corruption import (
     worker_seed,
 )
 from hfpipe.data.ul2 import DataCollatorForUL2, ul2_lengths
+from hfpipe.data.word_masking import WordSpanMasker
 from hfpipe.errors import InputError
 
 __all__ = [
@@ -59,32 +60,6 @@ def without_full_attention_mask(batch: dict) -> dict:
     return batch
 
 
-def word_continuation_table(tokenizer: Any) -> torch.Tensor:
-    """bool (len(tokenizer),): True where a vocabulary token continues the previous token's word.
-
-    Whole-word and span masking need word boundaries; transformers reads them from offset
-    mappings, which pre-tokenized ids no longer have. The vocabulary's own markers give them
-    back for the usual fast tokenizers: WordPiece ``##`` pieces continue a word; with ByteLevel (``Ġ``) or
-    Metaspace (``▁``) pre-tokenizers, a token without the marker does.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise InputError(f"whole_word_mask needs a fast tokenizer, got {type(tokenizer).__name__}")
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    prefix = getattr(backend.model, "continuing_subword_prefix", None)
-    if prefix:
-        return torch.tensor([tok is not None and tok.startswith(prefix) for tok in tokens])
-    pre_tokenizer = repr(backend.pre_tokenizer)
-    marker = "Ġ" if "ByteLevel" in pre_tokenizer else "▁" if "Metaspace" in pre_tokenizer else None
-    if marker is None:
-        raise InputError(
-            f"whole_word_mask: cannot tell word pieces apart in {type(tokenizer).__name__} (needs a WordPiece "
-            f"continuing_subword_prefix, or a ByteLevel or Metaspace pre-tokenizer; got {pre_tokenizer})"
-        )
-    return torch.tensor([tok is not None and not tok.startswith(marker) for tok in tokens])
-
-
-_word_continuation_table = word_continuation_table  # the name before span masking shared it
 
 
 @dataclasses.dataclass
@@ -102,7 +77,7 @@ class DataCollatorForBertPretraining:
     [MASK], ``random_replace_prob`` a random vocabulary id, the rest stay. Special tokens and
     padding are never chosen (their mask is computed here with one vectorised ``isin``, not
     row by row). ``whole_word_mask`` chooses whole words instead, with the word-level masker of
-    :mod:`hfpipe.data.span_masking` and spans of exactly one word: words are drawn until
+    :mod:`hfpipe.data.word_masking` and spans of exactly one word: words are drawn until
     ``mlm_probability`` of the maskable tokens are chosen, and the 80/10/10 is decided per word
     (transformers' whole-word masking would replace every chosen word by [MASK]).
     ``seed`` as transformers: a private generator, else torch's global RNG.
@@ -141,9 +116,6 @@ class DataCollatorForBertPretraining:
             self.document_separator_id = document_separator(self.tokenizer, "sep_token_id")
 
     def _make_word_masker(self):
-        # Imported here: span_masking builds its collator on this module.
-        from hfpipe.data.span_masking import WordSpanMasker
-
         return WordSpanMasker(self.tokenizer, self.mlm_probability, self.mask_replace_prob,
                               self.random_replace_prob, max_span_length=1, seed=self.seed)
 

@@ -6,7 +6,8 @@ import torch
 from scipy import stats
 
 from hfpipe.data.collators import DataCollatorForBertPretraining, ReproducibleCollator
-from hfpipe.data.span_masking import DataCollatorForSpanMasking, WordSpanMasker, span_length_distribution
+from hfpipe.data.span_masking import DataCollatorForSpanMasking
+from hfpipe.data.word_masking import WordSpanMasker, span_length_distribution
 from hfpipe.errors import InputError
 
 PAD, UNK, CLS, SEP, MASK = range(5)
