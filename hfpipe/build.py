@@ -48,7 +48,7 @@ def load_tokenizer(recipe, texts, output_dir=None):
     if recipe.train.resume:
         # A resumed run must see the very ids it was trained with: reuse, never retrain. Trainer
         # saves the tokenizer into every checkpoint, so one pulled from the Hub carries it too.
-        from .train import last_complete_checkpoint
+        from .training.output_dir import last_complete_checkpoint
 
         resumed = recipe.train.resume if isinstance(recipe.train.resume, str) else None
         for saved in (folder, resumed, last_complete_checkpoint(folder.parent)):
@@ -65,7 +65,7 @@ def train_shared_tokenizer(recipe, texts, folder: Path):
     from accelerate.utils import broadcast_object_list
 
     from .tokenization import train_tokenizer
-    from .train import distributed_state
+    from .training.output_dir import distributed_state
 
     state = distributed_state(recipe)
     tokenizer = None

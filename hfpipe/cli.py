@@ -8,7 +8,6 @@ before any heavy work); 1 anything else.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -169,65 +168,94 @@ def load_recipe_from_args(args, **extra):
     return recipe
 
 
-def _run(module: str, function: str, *a, **kw):
-    return getattr(importlib.import_module(f"hfpipe.{module}"), function)(*a, **kw)
-
-
 def dispatch(args) -> int:
+    """Run the verb. Each branch imports what it runs: ``hfpipe --help`` and a bad recipe stay fast
+    (no torch, no transformers loaded for them)."""
     verb = args.verb
     if verb == "tokenizer":
-        tokenizer = _run("tokenization", "train_tokenizer_from_files", args.files, args.family, args.vocab_size,
-                         args.out, min_frequency=args.min_frequency)
+        from .tokenization import train_tokenizer_from_files
+
+        tokenizer = train_tokenizer_from_files(args.files, args.family, args.vocab_size, args.out,
+                                               min_frequency=args.min_frequency)
         print(f"saved a {args.family} tokenizer with {len(tokenizer)} entries to {args.out}")
     elif verb == "pretrain":
-        _run("pretrain", "run_pretraining", load_recipe_from_args(args))
+        from .pretrain import run_pretraining
+
+        run_pretraining(load_recipe_from_args(args))
     elif verb in ("finetune", "evaluate"):
+        from .device import resolve_device, trainer_device_options
+
         if verb == "evaluate":
-            _run("device", "resolve_device", args.device)  # a missing accelerator: one line, before any loading
+            resolve_device(args.device)  # a missing accelerator: one line, before any loading
         recipe = load_recipe_from_args(args)
         if verb == "evaluate":
-            _run("train", "prepare_evaluation_dir", recipe, args.output_dir)  # never inside the run it evaluates
+            from .training.output_dir import prepare_evaluation_dir
+
+            prepare_evaluation_dir(recipe, args.output_dir)  # never inside the run it evaluates
         if verb == "evaluate" and recipe.kind == "pretrain":
-            _run("perplexity", "run_perplexity", recipe, device=args.device, dtype=args.dtype)
+            from .perplexity import run_perplexity
+
+            run_perplexity(recipe, device=args.device, dtype=args.dtype)
         else:
+            from .finetune import run_finetuning
+
             if verb == "evaluate":
-                _run("device", "trainer_device_options", recipe, args.device, args.dtype)
-            _run("finetune", "run_finetuning", recipe, do_train=verb == "finetune")
+                trainer_device_options(recipe, args.device, args.dtype)
+            run_finetuning(recipe, do_train=verb == "finetune")
     elif verb == "icl":
-        _run("device", "resolve_device", args.device)
+        from .device import resolve_device
+        from .icl import run_icl
+
+        resolve_device(args.device)
         recipe = load_recipe_from_args(args, shots=args.shots)
-        _run("icl", "run_icl", recipe, device=args.device, dtype=args.dtype)
+        run_icl(recipe, device=args.device, dtype=args.dtype)
     elif verb == "generate":
-        _run("generate", "run_generate", args)
+        from .generate import run_generate
+
+        run_generate(args)
     elif verb == "probe":
-        _run("probe", "run_probe", args)
+        from .probe import run_probe
+
+        run_probe(args)
     elif verb == "prefs":
-        _run("prefs", "run_prefs", args)
+        from .prefs import run_prefs
+
+        run_prefs(args)
     elif verb == "convert":
-        function = "export_checkpoint" if args.to == "transformers" else "convert_checkpoint"
-        name = _run("models.convert", function, args.src, args.dst)
+        from .models.convert import convert_checkpoint, export_checkpoint
+
+        name = (export_checkpoint if args.to == "transformers" else convert_checkpoint)(args.src, args.dst)
         print(f"wrote {name} to {args.dst}")
     elif verb == "merge":
-        _run("adapters", "merge_adapter", args.adapter_dir, args.dst)
+        from .adapters import merge_adapter
+
+        merge_adapter(args.adapter_dir, args.dst)
         print(f"merged {args.adapter_dir} into a standalone checkpoint at {args.dst}")
     elif verb == "push":
-        url = _run("hub", "push_to_hub", args.dir, args.repo_id, private=args.private, revision=args.revision,
-                   commit_message=args.commit_message, include_checkpoints=args.include_checkpoints)
+        from .hub import push_to_hub
+
+        url = push_to_hub(args.dir, args.repo_id, private=args.private, revision=args.revision,
+                          commit_message=args.commit_message, include_checkpoints=args.include_checkpoints)
         print(f"pushed {args.dir} to {url}")
     elif verb == "plan":
+        from .plan import format_plan, plan, recipe_attention_flops_per_token, recipe_parameter_count
+        from .recipes import load_recipe
+
         params, attention, family = args.params, 0.0, None
         if args.recipe is not None:
-            recipe = _run("recipes", "load_recipe", args.recipe)
-            attention = _run("plan", "recipe_attention_flops_per_token", recipe)
+            recipe = load_recipe(args.recipe)
+            attention = recipe_attention_flops_per_token(recipe)
             family = recipe.model.family
             if args.compute is None and args.gpu_hours is None and params is None:
-                params = _run("plan", "recipe_parameter_count", recipe)
-        result = _run("plan", "plan", compute_flops=args.compute, gpu_hours=args.gpu_hours,
+                params = recipe_parameter_count(recipe)
+        result = plan(compute_flops=args.compute, gpu_hours=args.gpu_hours,
                       gpu=args.gpu if args.gpu_hours is not None or args.recipe is not None else None,
                       params=params, mfu=args.mfu, attention_flops=attention, family=family)
-        print(_run("plan", "format_plan", result))
+        print(format_plan(result))
     elif verb == "demo":
-        _run("demo", "run_demo", args.output_dir, budget=args.budget, epochs=args.epochs)
+        from .demo import run_demo
+
+        run_demo(args.output_dir, budget=args.budget, epochs=args.epochs)
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .build import save_random_twin
 from .recipes import Recipe
-from .train import results_table
+from .training.results import results_table
 
 logger = logging.getLogger("hfpipe.demo")
 

@@ -4,7 +4,7 @@ instruction tuning and token tagging (NER, POS).
     recipe.task.name  -> tasks.glue / tasks.squad / tasks.sft / tasks.tagging   (data, formatting, post-processing)
     recipe.model      -> a head on any checkpoint   (encoder: [CLS]; decoder: last token or
                                                      GPT-1 pair format; seq2seq: text-to-text)
-    recipe.train      -> train.build_trainer
+    recipe.train      -> training.trainer.build_trainer
     outputs           -> eval_results.json, eval_predictions.jsonl|json (sft: eval_generations.jsonl),
                          the model, the card
 """
@@ -26,7 +26,6 @@ from transformers import (
     DataCollatorForSeq2Seq,
     DataCollatorForTokenClassification,
     DataCollatorWithPadding,
-    Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     set_seed,
 )
@@ -38,8 +37,10 @@ from .metrics import load_metric
 from .recipes import DPO_TASK, SFT_TASK, SQUAD_TASKS, TAGGING_TASKS
 from .tasks import dpo, generative_qa, glue, sft, squad, tagging
 from .tasks.loading import TaskData, load_task_data
-from .train import (add_perplexity, build_trainer, finish_run, is_bookkeeping, prepare_output_dir, results_table,
-                    standard_metric_name, write_json)
+from .training.output_dir import prepare_output_dir
+from .training.results import (add_perplexity, finish_run, is_bookkeeping, results_table, standard_metric_name,
+                               write_json)
+from .training.trainer import HfpipeSeq2SeqTrainer, build_trainer
 
 logger = logging.getLogger("hfpipe.finetune")
 
@@ -148,7 +149,7 @@ def _run_glue_text_to_text(recipe, data, do_train, resume_from, spec, texts):
     trainer, _ = build_trainer(
         recipe, model, tokenizer, train, next(iter(evaluation.values()), None),
         DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=compute_metrics,
-        trainer_class=Seq2SeqTrainer,
+        trainer_class=HfpipeSeq2SeqTrainer,
         args_class=Seq2SeqTrainingArguments,
         extra_args={"predict_with_generate": True, "generation_max_length": target_length},
     )
@@ -350,7 +351,7 @@ def _run_squad_text_to_text(recipe, data: TaskData, do_train: bool, resume_from)
     train = (generative_qa.map_generative_features(data.train, tokenizer, training=True, version_2=version_2, **window)
              if data.train is not None else None)
     trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorForSeq2Seq(tokenizer, model=model),
-                               trainer_class=Seq2SeqTrainer, args_class=Seq2SeqTrainingArguments)
+                               trainer_class=HfpipeSeq2SeqTrainer, args_class=Seq2SeqTrainingArguments)
     train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
     examples = data.evaluation.get("validation")
     if examples is None:
@@ -383,7 +384,7 @@ def run_finetuning(recipe, do_train: bool = True) -> dict:
     """Finetune (or only evaluate, ``do_train=False``) as the recipe says; returns the metrics."""
     if do_train:
         output_dir, resume_from = prepare_output_dir(recipe)
-    else:  # the CLI chose a folder of its own (train.prepare_evaluation_dir)
+    else:  # the CLI chose a folder of its own (training.output_dir.prepare_evaluation_dir)
         output_dir, resume_from = Path(recipe.train.output_dir), None
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, set_seed
 from .device import inference_dtype, model_device, place_model, resolve_device
 from .errors import InputError
 from .tasks import glue
-from .train import results_table, write_json
+from .training.results import results_table, write_json
 
 logger = logging.getLogger("hfpipe.icl")
 
@@ -201,7 +200,7 @@ def run_icl(recipe, device: str = "auto", dtype: str = "auto") -> dict:
     from .build import load_tokenizer_and_model
     from .tasks.loading import load_task_data
 
-    from .train import prepare_output_dir
+    from .training.output_dir import prepare_output_dir
 
     target = resolve_device(device)  # before loading anything: a missing GPU is one line
     output_dir, _ = prepare_output_dir(recipe)  # a finished run's results are never overwritten

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 from .checkpoints import load_model
 from .device import inference_dtype, model_device, place_model, resolve_device
 from .errors import InputError
-from .train import results_table, write_json
+from .training.results import results_table, write_json
 
 
 @torch.no_grad()

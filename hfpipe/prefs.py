@@ -156,7 +156,7 @@ def run_prefs(args) -> list[dict]:
     rows = {"prompts": len(prompts), "pairs": len(pairs), "prompts without a pair": len(unpaired),
             "samples per prompt": args.samples, "mean chosen reward": mean([p["chosen_reward"] for p in pairs]),
             "mean rejected reward": mean([p["rejected_reward"] for p in pairs]), "mean margin": mean(margins)}
-    from .train import results_table
+    from .training.results import results_table
 
     print("\n" + results_table(f"Preference pairs: {output}", rows) + "\n")
     return pairs

@@ -6,7 +6,7 @@
     recipe.tokenizer  -> tokenization.train_tokenizer    (on the first tokenizer.train_samples texts)
     recipe.objective  -> examples + collator             (one function per objective below)
     recipe.model      -> hfpipe.config_for(...)          (or from_pretrained)
-    recipe.train      -> train.build_trainer             (Accelerate, checkpoints, resume)
+    recipe.train      -> training.trainer.build_trainer  (Accelerate, checkpoints, resume)
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from .build import load_tokenizer, new_model_config
 from .data.collators import DataCollatorForBertPretraining
 from .data.sources import is_stream, load_corpus_and_mixture
 from .errors import InputError
-from .train import add_perplexity, build_trainer, distributed_state, finish_run, prepare_output_dir
+from .training.output_dir import distributed_state, prepare_output_dir
+from .training.results import add_perplexity, finish_run
+from .training.trainer import HfpipeTrainer, build_trainer
 
 logger = logging.getLogger("hfpipe.pretrain")
 
@@ -294,7 +296,7 @@ def electra(recipe, corpus, tokenizer) -> Examples:
     return examples
 
 
-class ElectraTrainerMixin:
+class ElectraTrainer(HfpipeTrainer):
     """Trainer for ELECTRA's pair (models/electra.py): logs the generator and discriminator losses
     apart, writes the tokenizer beside the generator too, and resumes both parts from a checkpoint
     (whose folder holds the discriminator and generator/, not one state dict of the pair)."""
@@ -457,10 +459,6 @@ def stream_report(stream, consumed_batches: int) -> dict:
 
 def run_pretraining(recipe) -> dict:
     """Pretrain as the recipe says; returns the final evaluation metrics."""
-    from transformers import Trainer
-
-    from .data.streaming import streaming_trainer
-
     output_dir, resume_from = prepare_output_dir(recipe)
     set_seed(recipe.train.seed)  # before any weight is initialised: Trainer seeds only once built
     # Data is prepared once per machine: its first process fills the local datasets cache, the others
@@ -493,9 +491,7 @@ def run_pretraining(recipe) -> dict:
                 "a stream of" if streamed else len(examples.train))
     from .data.collators import ReproducibleCollator
 
-    trainer_class = streaming_trainer(Trainer) if streamed else Trainer
-    if recipe.objective.name == "electra":
-        trainer_class = type(f"Electra{trainer_class.__name__}", (ElectraTrainerMixin, trainer_class), {})
+    trainer_class = ElectraTrainer if recipe.objective.name == "electra" else HfpipeTrainer
     trainer, _ = build_trainer(
         recipe, model, tokenizer, examples.train, examples.validation,
         ReproducibleCollator(examples.collator, recipe.train.seed),

@@ -218,7 +218,7 @@ def load_probe_model(reference: str, device: str = "auto", dtype: str = "auto"):
 
 
 def run_probe(args) -> dict:
-    from .train import results_table, write_json
+    from .training.results import results_table, write_json
 
     statements = read_statements(args.file)  # bad lines: one message, before the model loads
     stem = Path(args.file).stem

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+from transformers import AutoModelForCausalLM, TrainingArguments
 
 import hfpipe
 from hfpipe.recipes import load_recipe
-from hfpipe.budget import STATE_KEY, TimeBudget, TimeBudgetCallback, budget_trainer, lr_factor, parse_duration
+from hfpipe.training.budget import STATE_KEY, BudgetSchedule, TimeBudget, lr_factor, parse_duration
+from hfpipe.training.trainer import HfpipeTrainer
 
 
 class Ticks:
@@ -37,8 +38,7 @@ def _train(tmp_path, budget, max_steps=100, schedule="linear", warmup=0.2, resum
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=max_steps, per_device_train_batch_size=4,
                              learning_rate=1e-3, logging_steps=1, save_steps=save_steps, report_to=[],
                              use_cpu=True, disable_tqdm=True)
-    trainer_class = budget_trainer(Trainer, budget, warmup, schedule)
-    trainer = trainer_class(model=model, args=args, train_dataset=data, callbacks=[TimeBudgetCallback(budget)])
+    trainer = HfpipeTrainer(model=model, args=args, train_dataset=data, budget=BudgetSchedule(budget, warmup, schedule))
     trainer.train(resume_from_checkpoint=resume)
     return trainer
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hfpipe.errors import InputError
+from hfpipe.models.attention_patterns import uses_blocked_path
 from hfpipe.plan import attention_flops_per_token, format_plan, plan, recipe_attention_flops_per_token
 from hfpipe.recipes import load_recipe
 
@@ -129,7 +130,7 @@ def test_long_encoder_recipe_runs_as_written_with_the_window(tmp_path):
     model = AutoModelForMaskedLM.from_pretrained(out).eval()
     stack = model.model.encoder
     length = load_recipe(RECIPE, smoke=True).objective.max_seq_length
-    assert stack._uses_blocked_path(length, length, 0)
+    assert uses_blocked_path(stack, length, length, 0)
     ids = torch.randint(5, model.config.vocab_size, (2, length), generator=torch.Generator().manual_seed(0))
     logits = {}
     for implementation in ("auto", "dense"):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hfpipe.train import COMPLETE_MARKER
+from hfpipe.training.output_dir import COMPLETE_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "accelerate_configs" / "multi-node-cpu.yaml"

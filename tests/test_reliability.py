@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from hfpipe.cli import main
-from hfpipe.train import COMPLETE_MARKER, last_complete_checkpoint
+from hfpipe.training.output_dir import COMPLETE_MARKER, last_complete_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

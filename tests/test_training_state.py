@@ -1,4 +1,4 @@
-"""hfpipe.training_state: Trainer's pickled resume state <-> safetensors + JSON, exactly."""
+"""hfpipe.training.state: Trainer's pickled resume state <-> safetensors + JSON, exactly."""
 
 import json
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hfpipe.training_state import STATE_LAYOUT, export_training_state, import_training_state
+from hfpipe.training.state import STATE_LAYOUT, export_training_state, import_training_state
 
 
 def _same(a, b) -> bool:

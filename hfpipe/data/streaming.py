@@ -2,7 +2,7 @@
 
     stream = split_for_this_process(documents)               # datasets.distributed.split_dataset_by_node
     examples = ResumableStream(tokenized_and_packed, batch_size=8, counters={"packing": counter})
-    trainer_class = streaming_trainer(Trainer)               # writes stream-<rank>.json into checkpoint-N/
+    HfpipeTrainer(train_dataset=examples, ...)               # writes stream-<rank>.json into checkpoint-N/
 
 Why not Trainer alone: on resume Trainer fast-forwards an IterableDataset by reading (and
 tokenizing, packing, collating) every batch it already trained on, which on C4 means hours, and
@@ -16,8 +16,8 @@ max_steps) does not know about. Here:
   step ahead: a state read at save time would be ahead of the weights);
 - on resume the state is loaded and Trainer's own skipping is turned off (``ignore_data_skip``);
 - each process reads its own part (``split_dataset_by_node``: whole files when the number of
-  shards divides by the number of processes, else every n-th example), so the Trainer subclass
-  keeps accelerate from sharding the stream a second time.
+  shards divides by the number of processes, else every n-th example), so HfpipeTrainer
+  keeps accelerate from sharding the stream a second time (``stream_loader``).
 
 The snapshots live in the process that iterates the stream: with ``dataloader_num_workers > 0``
 the stream is read in worker processes, no state can be taken, and resuming falls back to
@@ -40,7 +40,8 @@ from hfpipe.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResumableStream", "process_rank_and_count", "split_for_this_process", "stream_state_path", "streaming_trainer"]
+__all__ = ["ResumableStream", "process_rank_and_count", "split_for_this_process", "save_stream_position", "stream_loader",
+           "stream_state_path"]
 
 STATE_FILE = "stream-{rank}.json"
 
@@ -142,47 +143,34 @@ class ResumableStream(torch.utils.data.IterableDataset):
         self._resumed_from = state
 
 
-def streaming_trainer(trainer_class: type) -> type:
-    """`trainer_class` with a train DataLoader that leaves a ResumableStream unsharded (it is already
-    this process's part) and checkpoints that hold the stream's position (stream-<rank>.json)."""
+def stream_loader(trainer, stream: ResumableStream):
+    """The train DataLoader of a ResumableStream, left unsharded (it is already this process's part).
+    HfpipeTrainer.get_train_dataloader returns it."""
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
 
-    class StreamingTrainer(trainer_class):
-        def get_train_dataloader(self):
-            stream = self.train_dataset
-            if not isinstance(stream, ResumableStream):
-                return super().get_train_dataloader()
-            from accelerate.data_loader import prepare_data_loader
-            from torch.utils.data import DataLoader
+    args = trainer.args
+    # Its own generator: a DataLoader iterator otherwise draws its base seed from torch's global
+    # RNG, and a resumed run (RNG restored before the iterator exists) would draw dropout differently.
+    loader = DataLoader(stream, batch_size=trainer._train_batch_size, collate_fn=trainer.data_collator,
+                        generator=torch.Generator().manual_seed(args.seed),
+                        num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+                        persistent_workers=args.dataloader_persistent_workers and args.dataloader_num_workers > 0)
+    # num_processes=1: accelerate would otherwise shard (or dispatch) the stream again
+    # across processes, on top of split_dataset_by_node.
+    return prepare_data_loader(loader, device=args.device, num_processes=1, process_index=0,
+                               put_on_device=True, dispatch_batches=False)
 
-            # Its own generator: a DataLoader iterator otherwise draws its base seed from torch's global
-            # RNG, and a resumed run (RNG restored before the iterator exists) would draw dropout differently.
-            loader = DataLoader(stream, batch_size=self._train_batch_size, collate_fn=self.data_collator,
-                                generator=torch.Generator().manual_seed(self.args.seed),
-                                num_workers=self.args.dataloader_num_workers,
-                                pin_memory=self.args.dataloader_pin_memory,
-                                persistent_workers=self.args.dataloader_persistent_workers and
-                                self.args.dataloader_num_workers > 0)
-            # num_processes=1: accelerate would otherwise shard (or dispatch) the stream again
-            # across processes, on top of split_dataset_by_node.
-            return prepare_data_loader(loader, device=self.args.device, num_processes=1, process_index=0,
-                                       put_on_device=True, dispatch_batches=False)
 
-        def _save_checkpoint(self, model, trial):
-            super()._save_checkpoint(model, trial)
-            stream = self.train_dataset
-            if not isinstance(stream, ResumableStream):
-                return
-            consumed = self.state.global_step * self.args.gradient_accumulation_steps
-            state = stream.state_after(consumed) if stream.tracking else None
-            if state is None:
-                logger.warning("no stream position after %d batches was kept; a resume from this checkpoint "
-                               "re-reads the stream up to it", consumed)
-                return
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            path = stream_state_path(folder, self.args.process_index)
-            # with the number of processes: on machines that share no disk, each sees only its own files
-            path.write_text(json.dumps({**state, "processes": self.args.world_size}))
-
-    StreamingTrainer.__name__ = StreamingTrainer.__qualname__ = f"Streaming{trainer_class.__name__}"
-    return StreamingTrainer
+def save_stream_position(stream: ResumableStream, checkpoint: Path, global_step: int, args) -> None:
+    """Write stream-<rank>.json into ``checkpoint``: the stream's position after the batches the
+    optimizer consumed by ``global_step``. HfpipeTrainer._save_checkpoint calls it."""
+    consumed = global_step * args.gradient_accumulation_steps
+    state = stream.state_after(consumed) if stream.tracking else None
+    if state is None:
+        logger.warning("no stream position after %d batches was kept; a resume from this checkpoint "
+                       "re-reads the stream up to it", consumed)
+        return
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    # with the number of processes: on machines that share no disk, each sees only its own files
+    stream_state_path(checkpoint, args.process_index).write_text(json.dumps({**state, "processes": args.world_size}))

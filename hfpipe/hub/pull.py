@@ -21,7 +21,7 @@ from ..errors import InputError
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERNS = ["checkpoint-*/*"]
-# Written last into checkpoint-N/ (train.COMPLETE_MARKER): without it the checkpoint was cut off
+# Written last into checkpoint-N/ (training.output_dir.COMPLETE_MARKER): without it the checkpoint was cut off
 # while saving, or while being pulled.
 CHECKPOINT_MARKER = "hfpipe_checkpoint_complete"
 LOG_PATTERNS = ["runs/*"]
@@ -103,11 +103,11 @@ def pull_checkpoint(reference: str, output_dir: str | Path, *, token: str | None
 
     The copy is a plain, writable folder (Trainer and later local resumes use it like any of the
     run's own checkpoints), with the optimizer, scheduler and RNG pickles written back from their
-    safetensors form (hfpipe.training_state). A repo whose root is itself a checkpoint (it holds
+    safetensors form (hfpipe.training.state). A repo whose root is itself a checkpoint (it holds
     ``trainer_state.json``) works too. A checkpoint pushed without its training state still
     resumes its weights and step, with a warning that the optimizer starts afresh.
     """
-    from ..training_state import import_training_state
+    from ..training.state import import_training_state
 
     name, revision = parse_model_reference(reference)
     where = f"train.resume {reference}"

@@ -18,7 +18,7 @@ What a push uploads (``select_upload_files``), relative to the output directory:
   the Hub should be safetensors, and optimizer state only serves a local resume;
 - only when asked: ``checkpoint-*/`` (``include_checkpoints``: their weights, configs,
   ``trainer_state.json`` and completion marker, and the optimizer, scheduler and RNG state
-  re-encoded as safetensors + JSON by hfpipe.training_state, still without pickles, so that
+  re-encoded as safetensors + JSON by hfpipe.training.state, still without pickles, so that
   ``train.resume: org/name[@revision]`` continues the run exactly) and ``runs/``
   (``include_logs``: tensorboard events).
 
@@ -95,7 +95,7 @@ def push_to_hub(
     if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
         raise InputError(f"push: --revision {revision} is a commit id; pushes go to a branch name")
     if include_checkpoints:
-        from ..training_state import export_training_state
+        from ..training.state import export_training_state
 
         for checkpoint in sorted(folder.glob("checkpoint-*/")):
             export_training_state(checkpoint)

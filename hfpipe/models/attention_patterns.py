@@ -367,3 +367,163 @@ def _additive(masks: dict, name: str, dtype: torch.dtype) -> torch.Tensor:
     if key not in masks:
         masks[key] = additive_bias(masks[name], dtype)
     return masks[key]
+
+
+# ----------------------------------------------------------------------------------- a stack's masks
+# The mask policy of a TransformerStack's forward (blocks.py): which bias each layer attends with,
+# decided once per forward. ``stack`` is the TransformerStack: its causal, attention_window,
+# attention_dilation, global_tokens, local_layers, relative_position_bias, pattern_implementation
+# and training are read.
+def padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
+    """attention_mask (B, S) of 1 = attend, 0 = padding -> additive bias (B, 1, T, S).
+
+    The finite dtype minimum instead of -inf keeps rows that are all padding from turning
+    into NaN in the softmax.
+    """
+    allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, query_length, -1)  # (B, 1, T, S)
+    return additive_bias(allowed, dtype)  # (B, 1, T, S)
+
+
+def uses_blocked_path(stack, query_length: int, key_length: int, past_length: int) -> bool:
+    """Whether the stack's windowed layers take the blocked path (linear in T) in this forward."""
+    if stack.pattern_implementation == "dense" or past_length > 0 or key_length != query_length:
+        return False
+    reach = stack.attention_window * stack.attention_dilation
+    return stack.pattern_implementation == "blocked" or query_length > 4 * reach
+
+
+def pattern_context(stack, attention_mask, global_attention_mask, documents, query_length, key_length,
+                    past_length, batch, device) -> PatternContext:
+    """What the masks of this forward depend on (PatternContext)."""
+    is_global = global_index = global_valid = None
+    windowed = stack.attention_window is not None
+    if windowed and (stack.global_tokens or global_attention_mask is not None):
+        is_global = (torch.arange(key_length, device=device) < stack.global_tokens).expand(batch, -1)  # (B, S)
+        if global_attention_mask is not None:
+            is_global = is_global | global_attention_mask.to(device).bool()  # (B, S)
+        global_index, global_valid = global_positions(  # (B, G) each
+            is_global, stack.global_tokens, marked=global_attention_mask is not None
+        )
+    return PatternContext(
+        causal=stack.causal,
+        window=stack.attention_window,
+        dilation=stack.attention_dilation,
+        past_length=past_length,
+        key_valid=attention_mask.bool() if attention_mask is not None else None,
+        documents=documents,
+        is_global=is_global,
+        global_index=global_index,
+        global_valid=global_valid,
+    )
+
+
+def pattern_bias(stack, context: PatternContext, local: bool, query_length, key_length, past_length, dtype,
+                 device) -> torch.Tensor:
+    """The dense path of a pattern: its (B, 1|H, T, S) additive bias, position bias included."""
+    allowed = context.allowed(query_length, key_length, local, device)[:, None]  # (B|1, 1, T, S)
+    bias = additive_bias(allowed, dtype)  # (B|1, 1, T, S)
+    if stack.relative_position_bias is not None:
+        bias = bias + stack.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (B|1, H, T, S)
+    return bias
+
+
+def self_attention_bias(stack, attention_mask, query_length, key_length, past_length, dtype, device):
+    """Padding, causality and relative position bias in one additive (B|1, H|1, T, S) tensor, or
+    None when nothing needs masking (SDPA then picks its fastest kernel)."""
+    bias = None
+    needs_causal_mask = stack.causal and query_length > 1 and (past_length > 0 or attention_mask is not None)
+    if attention_mask is not None:
+        bias = padding_bias(attention_mask, query_length, dtype)  # (B, 1, T, S)
+    if needs_causal_mask or (stack.causal and stack.relative_position_bias is not None and query_length > 1):
+        query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]  # (T, 1)
+        future = torch.arange(key_length, device=device)[None, :] > query_pos  # (T, S)
+        causal = additive_bias(~future, dtype)  # (T, S)
+        # (1|B, 1, T, S)
+        bias = causal[None, None] if bias is None else bias.masked_fill(future, torch.finfo(dtype).min)
+    if stack.relative_position_bias is not None:
+        position_bias = stack.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (1, H, T, S)
+        bias = position_bias if bias is None else bias + position_bias  # (B|1, H, T, S)
+    return bias
+
+
+@dataclasses.dataclass
+class StackMasks:
+    """What every layer of one forward attends with (``stack_masks``)."""
+
+    attention_bias: torch.Tensor | None  # global layers: (B|1, H|1, T, S) additive, or None
+    local_bias: torch.Tensor | None  # windowed layers, dense path
+    pattern: PatternContext | None  # windowed layers, blocked path (else None)
+    position_bias: torch.Tensor | None  # windowed layers, blocked path: the relative-position table
+    encoder_attention_bias: torch.Tensor | None  # cross attention: (B, 1, T, S_enc) or None
+    is_causal: bool  # SDPA may apply causality itself (no mask given)
+    windowed: bool
+
+    def for_layer(self, local: bool) -> dict:
+        """The keyword arguments of a TransformerBlock for a global (False) or windowed (True) layer."""
+        local = local and self.windowed
+        return {"attention_bias": self.local_bias if local else self.attention_bias,
+                "pattern": self.pattern if local else None,
+                "position_bias": self.position_bias if local else None,
+                "encoder_attention_bias": self.encoder_attention_bias, "is_causal": self.is_causal}
+
+
+def stack_masks(stack, batch: int, query_length: int, past_length: int, dtype, device,
+                attention_mask=None, position_ids=None, global_attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, encoder_position_ids=None) -> StackMasks:
+    """The masks of one forward of ``stack`` over (B, T) queries after ``past_length`` cached ones.
+
+    attention_mask (B, S) covers cached positions too (S = past + T); position_ids that restart at
+    0 inside a row mark packed documents (attention then stays within each, without a KV cache);
+    with ``encoder_position_ids`` too, cross attention stays within each document as well."""
+    if (
+        attention_mask is not None
+        and not stack.training
+        and not torch.compiler.is_compiling()
+        and bool(attention_mask.all())
+    ):
+        # Nothing is padded: without a mask SDPA can take its fastest kernel (as transformers does).
+        # Only outside training and torch.compile: the check reads the mask back to the host,
+        # which in a training step on an accelerator stalls the host until the device has caught
+        # up (and breaks a compiled graph). In training a given mask is used as it is: a collator,
+        # which sees on the host that nothing is padded, can leave it out to get the fast kernel.
+        attention_mask = None
+    key_length = past_length + query_length
+    documents = None
+    if position_ids is not None and past_length == 0 and query_length > 1:
+        documents = document_ids(position_ids).expand(batch, -1)  # (B, T)
+        one_document_per_row = not stack.training and not torch.compiler.is_compiling() and bool(
+            (documents[:, -1] == documents[:, 0]).all()
+        )
+        if one_document_per_row:  # plain positions (generate's): no mask, as the padding check above
+            documents = None
+    windowed = stack.attention_window is not None and any(stack.local_layers)
+    # Only a plain causal stack starting from an empty cache can let SDPA apply causality itself.
+    is_causal = stack.causal and past_length == 0 and query_length > 1
+    context = local_bias = position_bias = None
+    if windowed or documents is not None:
+        context = pattern_context(stack, attention_mask, global_attention_mask, documents, query_length, key_length,
+                                  past_length, batch, device)
+    if documents is None:
+        attention_bias = self_attention_bias(stack, attention_mask, query_length, key_length, past_length, dtype,
+                                             device)
+    else:
+        attention_bias = pattern_bias(stack, context, False, query_length, key_length, past_length, dtype, device)
+    blocked = windowed and uses_blocked_path(stack, query_length, key_length, past_length)
+    if blocked and stack.relative_position_bias is not None:
+        position_bias = stack.relative_position_bias.relative
+    elif windowed and not blocked:
+        local_bias = pattern_bias(stack, context, True, query_length, key_length, past_length, dtype, device)
+
+    encoder_attention_bias = None
+    if encoder_hidden_states is not None and encoder_position_ids is not None and position_ids is not None \
+            and past_length == 0:
+        # packed documents: padding and "same document" in one (B, 1, T, S_enc) bias
+        cross_allowed = cross_document_allowed(
+            position_ids.expand(batch, -1), encoder_position_ids.to(device).expand(batch, -1),
+            None if encoder_attention_mask is None else encoder_attention_mask.to(device),
+        )[:, None]
+        encoder_attention_bias = additive_bias(cross_allowed, dtype)  # (B, 1, T, S_enc)
+    elif encoder_hidden_states is not None and encoder_attention_mask is not None:
+        encoder_attention_bias = padding_bias(encoder_attention_mask, query_length, dtype)  # (B, 1, T, S_enc)
+    return StackMasks(attention_bias, local_bias, context if blocked else None, position_bias,
+                      encoder_attention_bias, is_causal, windowed)

@@ -28,15 +28,7 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, QuestionAnsweringModelOutput
 
-from .attention_patterns import (
-    PatternContext,
-    additive_bias,
-    blocked_attention,
-    cross_document_allowed,
-    document_ids,
-    global_positions,
-    is_local_layer,
-)
+from .attention_patterns import PatternContext, blocked_attention, is_local_layer, stack_masks
 from .configuration import HfpipeConfig
 from .lm_loss import linear_cross_entropy
 
@@ -309,16 +301,6 @@ class TransformerBlock(GradientCheckpointingLayer):
         return self._residual(hidden_states, self.mlp_norm, self.mlp)  # (B, T, C)
 
 
-def padding_bias(attention_mask: torch.Tensor, query_length: int, dtype: torch.dtype) -> torch.Tensor:
-    """attention_mask (B, S) of 1 = attend, 0 = padding -> additive bias (B, 1, T, S).
-
-    The finite dtype minimum instead of -inf keeps rows that are all padding from turning
-    into NaN in the softmax.
-    """
-    allowed = attention_mask[:, None, None, :].bool().expand(-1, 1, query_length, -1)  # (B, 1, T, S)
-    return additive_bias(allowed, dtype)  # (B, 1, T, S)
-
-
 class TransformerStack(nn.Module):
     """A stack of TransformerBlocks over already embedded inputs.
 
@@ -352,63 +334,6 @@ class TransformerStack(nn.Module):
         # otherwise; "dense" and "blocked" force one (tests, benchmarks). Not saved with the model.
         self.pattern_implementation = "auto"
 
-    def _uses_blocked_path(self, query_length: int, key_length: int, past_length: int) -> bool:
-        if self.pattern_implementation == "dense" or past_length > 0 or key_length != query_length:
-            return False
-        reach = self.attention_window * self.attention_dilation
-        return self.pattern_implementation == "blocked" or query_length > 4 * reach
-
-    def _pattern_context(self, attention_mask, global_attention_mask, documents, query_length, key_length,
-                         past_length, batch, device) -> PatternContext:
-        """What the masks of this forward depend on (attention_patterns.PatternContext)."""
-        is_global = global_index = global_valid = None
-        windowed = self.attention_window is not None
-        if windowed and (self.global_tokens or global_attention_mask is not None):
-            is_global = (torch.arange(key_length, device=device) < self.global_tokens).expand(batch, -1)  # (B, S)
-            if global_attention_mask is not None:
-                is_global = is_global | global_attention_mask.to(device).bool()  # (B, S)
-            global_index, global_valid = global_positions(  # (B, G) each
-                is_global, self.global_tokens, marked=global_attention_mask is not None
-            )
-        return PatternContext(
-            causal=self.causal,
-            window=self.attention_window,
-            dilation=self.attention_dilation,
-            past_length=past_length,
-            key_valid=attention_mask.bool() if attention_mask is not None else None,
-            documents=documents,
-            is_global=is_global,
-            global_index=global_index,
-            global_valid=global_valid,
-        )
-
-    def _pattern_bias(self, context: PatternContext, local: bool, query_length, key_length, past_length, dtype,
-                      device) -> torch.Tensor:
-        """The dense path of a pattern: its (B, 1|H, T, S) additive bias, position bias included."""
-        allowed = context.allowed(query_length, key_length, local, device)[:, None]  # (B|1, 1, T, S)
-        bias = additive_bias(allowed, dtype)  # (B|1, 1, T, S)
-        if self.relative_position_bias is not None:
-            bias = bias + self.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (B|1, H, T, S)
-        return bias
-
-    def _self_attention_bias(self, attention_mask, query_length, key_length, past_length, dtype, device):
-        """Combine padding, causality and relative position bias into one additive (B|1, H|1, T, S)
-        tensor, or None when nothing needs masking (SDPA then picks its fastest kernel)."""
-        bias = None
-        needs_causal_mask = self.causal and query_length > 1 and (past_length > 0 or attention_mask is not None)
-        if attention_mask is not None:
-            bias = padding_bias(attention_mask, query_length, dtype)  # (B, 1, T, S)
-        if needs_causal_mask or (self.causal and self.relative_position_bias is not None and query_length > 1):
-            query_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]  # (T, 1)
-            future = torch.arange(key_length, device=device)[None, :] > query_pos  # (T, S)
-            causal = additive_bias(~future, dtype)  # (T, S)
-            # (1|B, 1, T, S)
-            bias = causal[None, None] if bias is None else bias.masked_fill(future, torch.finfo(dtype).min)
-        if self.relative_position_bias is not None:
-            position_bias = self.relative_position_bias(query_length, key_length, past_length).to(dtype)  # (1, H, T, S)
-            bias = position_bias if bias is None else bias + position_bias  # (B|1, H, T, S)
-        return bias
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -432,86 +357,21 @@ class TransformerStack(nn.Module):
         """
         batch, query_length = hidden_states.shape[:2]
         dtype, device = hidden_states.dtype, hidden_states.device
-        if (
-            attention_mask is not None
-            and not self.training
-            and not torch.compiler.is_compiling()
-            and bool(attention_mask.all())
-        ):
-            # Nothing is padded: without a mask SDPA can take its fastest kernel (as transformers does).
-            # Only outside training and torch.compile: the check reads the mask back to the host,
-            # which in a training step on an accelerator stalls the host until the device has caught
-            # up (and breaks a compiled graph). In training a given mask is used as it is: a collator,
-            # which sees on the host that nothing is padded, can leave it out to get the fast kernel.
-            attention_mask = None
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-        key_length = past_length + query_length
-        documents = None
-        if position_ids is not None and past_length == 0 and query_length > 1:
-            documents = document_ids(position_ids).expand(batch, -1)  # (B, T)
-            one_document_per_row = not self.training and not torch.compiler.is_compiling() and bool(
-                (documents[:, -1] == documents[:, 0]).all()
-            )
-            if one_document_per_row:  # plain positions (generate's): no mask, as the padding check above
-                documents = None
-        windowed = self.attention_window is not None and any(self.local_layers)
-        # Only a plain causal stack starting from an empty cache can let SDPA apply causality itself.
-        is_causal = self.causal and past_length == 0 and query_length > 1
-        context = local_bias = position_bias = None
-        local_blocked = False
-        if windowed or documents is not None:
-            context = self._pattern_context(
-                attention_mask, global_attention_mask, documents, query_length, key_length, past_length, batch, device
-            )
-        if documents is None:
-            attention_bias = self._self_attention_bias(
-                attention_mask, query_length, key_length, past_length, dtype, device
-            )
-        else:
-            attention_bias = self._pattern_bias(context, False, query_length, key_length, past_length, dtype, device)
-        if windowed:
-            local_blocked = self._uses_blocked_path(query_length, key_length, past_length)
-            if local_blocked:
-                if self.relative_position_bias is not None:
-                    position_bias = self.relative_position_bias.relative
-            else:
-                local_bias = self._pattern_bias(context, True, query_length, key_length, past_length, dtype, device)
-
-        encoder_attention_bias = None
-        if (
-            encoder_hidden_states is not None
-            and encoder_position_ids is not None
-            and position_ids is not None
-            and past_length == 0
-        ):
-            # packed documents: padding and "same document" in one (B, 1, T, S_enc) bias
-            cross_allowed = cross_document_allowed(
-                position_ids.expand(batch, -1), encoder_position_ids.to(device).expand(batch, -1),
-                None if encoder_attention_mask is None else encoder_attention_mask.to(device),
-            )[:, None]
-            encoder_attention_bias = additive_bias(cross_allowed, dtype)  # (B, 1, T, S_enc)
-        elif encoder_hidden_states is not None and encoder_attention_mask is not None:
-            encoder_attention_bias = padding_bias(encoder_attention_mask, query_length, dtype)  # (B, 1, T, S_enc)
-
+        masks = stack_masks(self, batch, query_length, past_length, dtype, device, attention_mask, position_ids,
+                            global_attention_mask, encoder_hidden_states, encoder_attention_mask, encoder_position_ids)
         rotary = None
         if self.rotary is not None:
             if position_ids is None:
-                position_ids = torch.arange(past_length, key_length, device=device).expand(batch, -1)  # (B, T)
+                positions = torch.arange(past_length, past_length + query_length, device=device)
+                position_ids = positions.expand(batch, -1)  # (B, T)
             rotary = self.rotary(position_ids, dtype)  # (B, 1, T, D) cos and sin
 
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for layer, local in zip(self.layers, self.local_layers):
-            local = local and windowed
             hidden_states = layer(  # (B, T, C)
-                hidden_states,
-                attention_bias=local_bias if local else attention_bias,
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_bias=encoder_attention_bias,
-                rotary=rotary,
-                past_key_values=past_key_values,
-                is_causal=is_causal,
-                pattern=context if local and local_blocked else None,
-                position_bias=position_bias if local else None,
+                hidden_states, encoder_hidden_states=encoder_hidden_states, rotary=rotary,
+                past_key_values=past_key_values, **masks.for_layer(local),
             )
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
@@ -588,6 +448,12 @@ class HfpipePreTrainedModel(PreTrainedModel):
     _skip_keys_device_placement = ["past_key_values", "cache"]
     # Every head honours Trainer's num_items_in_batch: see "The loss contract" below.
     accepts_loss_kwargs = True
+
+    def should_save_on_this_rank(self, is_main_process: bool) -> bool:
+        """The caller decides, as before transformers 5.24 (which narrowed saving to global rank 0):
+        Trainer's save_on_each_node passes True on each machine's first process, so machines that
+        share no disk each write a whole checkpoint."""
+        return is_main_process
 
     @torch.no_grad()
     def _initialize_weights(self, module, *args, **kwargs):
@@ -717,9 +583,9 @@ class LMHead(nn.Module):
 # Two targets are not named `labels`, so Trainer cannot count them:
 # - extractive QA (start/end positions): transformers' Trainer passes no count and divides the
 #   batch mean by k itself, which is exact when the micro-batches are equal in size;
-#   hfpipe's Trainer (hfpipe.accumulation.LossCountsMixin) counts the examples instead.
+#   HfpipeTrainer (hfpipe/training/loss_counts.py) counts the examples instead.
 # - NSP/SOP next to MLM: the sentence-pair loss needs the pair count of the optimizer step,
-#   `num_sequences_in_batch`, which LossCountsMixin passes. Without it the count is estimated
+#   `num_sequences_in_batch`, which HfpipeTrainer passes. Without it the count is estimated
 #   from num_items_in_batch and this micro-batch's pairs per label token: exact without
 #   accumulation, approximate with it.
 

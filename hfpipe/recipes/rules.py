@@ -223,7 +223,7 @@ def _validate_train(t: TrainSection, where: str) -> None:
         raise error(where, "train.save_steps",
                      f"must be a multiple of train.eval_steps ({t.eval_steps}) when load_best_model_at_end is true")
     if t.time_budget is not None:
-        from hfpipe.budget import SCHEDULES, parse_duration
+        from hfpipe.training.budget import SCHEDULES, parse_duration
 
         try:
             seconds = parse_duration(t.time_budget)

@@ -131,9 +131,11 @@ def build_dpo_trainer(recipe, model, tokenizer, train, validation):
 
     from ..adapters import peft_config
     from ..checkpoints import load_model
-    from ..train import build_trainer
+    from ..training.trainer import build_trainer
 
-    DPOTrainer, DPOConfig = require_trl()
+    _, DPOConfig = require_trl()
+    from ..training.dpo import HfpipeDPOTrainer  # trl is there: imports it
+
     task = recipe.task
     if tokenizer.pad_token is None:  # GPT-2-style tokenizers have none; trl pads with it
         tokenizer.pad_token = tokenizer.eos_token
@@ -148,7 +150,7 @@ def build_dpo_trainer(recipe, model, tokenizer, train, validation):
     if reference is not None:
         reference.eval().requires_grad_(False)
     trainer, _ = build_trainer(
-        recipe, model, tokenizer, train, validation, data_collator=None, trainer_class=DPOTrainer,
+        recipe, model, tokenizer, train, validation, data_collator=None, trainer_class=HfpipeDPOTrainer,
         args_class=DPOConfig,
         extra_args={"beta": task.beta, "loss_type": [task.dpo_loss], "max_length": task.max_seq_length,
                     # trl's DPOConfig turns activation checkpointing on by default; the recipe decides

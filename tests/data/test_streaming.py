@@ -218,7 +218,7 @@ def _weights_equal(a_dir, b_dir):
 
 @pytest.mark.slow
 def test_streamed_run_killed_after_checkpoint_3_resumes_bitwise(tmp_path, shards, t5_tokenizer_dir):
-    from hfpipe.train import COMPLETE_MARKER
+    from hfpipe.training.output_dir import COMPLETE_MARKER
 
     straight = tmp_path / "straight"
     done = subprocess.run(_args(straight, shards, t5_tokenizer_dir), env=_env(), capture_output=True, text=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
-from hfpipe.models.attention_patterns import dense_reference_attention, is_local_layer
+from hfpipe.models.attention_patterns import dense_reference_attention, is_local_layer, pattern_context
 from hfpipe.models.blocks import CACHE_FIELD, Attention, TransformerStack
 from hfpipe.models.configuration import config_for
 
@@ -56,7 +56,7 @@ def context_for(length, causal, window, dilation, global_tokens=0, global_mask=N
     mask = None if valid is None else torch.tensor(valid, dtype=torch.long)[None]
     gmask = None if global_mask is None else torch.tensor(global_mask)[None]
     docs = None if documents is None else torch.tensor(documents)[None]
-    return stack._pattern_context(mask, gmask, docs, length, length, 0, 1, torch.device("cpu"))
+    return pattern_context(stack, mask, gmask, docs, length, length, 0, 1, torch.device("cpu"))
 
 
 def test_drawn_interaction_matrices():
@@ -142,7 +142,7 @@ def test_attention_layer_equals_dense_reference(causal, window, dilation, global
     global_mask = torch.zeros(batch, length, dtype=torch.long)
     global_mask[0, 20] = global_mask[1, [5, 12]] = 1  # different counts per row
     stack = TransformerStack(config, 1, causal=causal)
-    context = stack._pattern_context(mask, global_mask, None, length, length, 0, batch, torch.device("cpu"))
+    context = pattern_context(stack, mask, global_mask, None, length, length, 0, batch, torch.device("cpu"))
     allowed = context.allowed(length, length, True, "cpu")[:, None]  # (B, 1, T, S)
 
     query, key, value = (attention._heads(proj(hidden)) for proj in (attention.q_proj, attention.k_proj,
@@ -317,7 +317,7 @@ def test_blocked_path_needs_no_quadratic_matrix():
     stack = TransformerStack(config, 1, causal=False)
     largest = {}
     for length in (512, 1024):
-        context = stack._pattern_context(None, None, None, length, length, 0, 1, torch.device("cpu"))
+        context = pattern_context(stack, None, None, None, length, length, 0, 1, torch.device("cpu"))
         hidden = torch.randn(1, length, config.hidden_size)
         sizes = []
 

@@ -26,7 +26,7 @@ from transformers import (
 )
 
 import hfpipe
-from hfpipe.accumulation import LossCountsMixin
+from hfpipe.training.trainer import HfpipeTrainer
 
 VOCAB = 99
 LENGTHS = (5, 9, 7, 12, 6, 10, 8, 11)  # every micro-batch pads
@@ -180,9 +180,9 @@ def fast_trainer_teardown():
     gc.unfreeze()
 
 
-# hfpipe's Trainer classes carry LossCountsMixin (train.build_trainer); transformers' own
+# HfpipeTrainer (training/trainer.py) adds the counts of training/loss_counts.py; transformers' own
 # Trainer counts only `labels`.
-TRAINERS = {"hfpipe": type("HfpipeTrainer", (LossCountsMixin, Trainer), {}), "transformers": Trainer}
+TRAINERS = {"hfpipe": HfpipeTrainer, "transformers": Trainer}
 # batch size x accumulation steps; 3 x 3 makes micro-batches of 3, 3 and 2
 SPLITS = ((8, 1), (4, 2), (2, 4), (3, 3))
 

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -202,17 +203,16 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
-def budget_trainer(trainer_class: type, budget: TimeBudget, warmup_fraction: float, schedule: str,
-                   min_lr_rate: float = 0.0) -> type:
-    """``trainer_class`` whose learning-rate schedule runs over ``budget`` instead of over max_steps."""
+@dataclass(frozen=True)
+class BudgetSchedule:
+    """A time budget and the learning-rate schedule that runs over it: HfpipeTrainer builds its
+    scheduler from this instead of from max_steps, and adds the budget's callbacks."""
 
-    class BudgetTrainer(trainer_class):
-        def create_scheduler(self, num_training_steps: int, optimizer=None):
-            if self.lr_scheduler is None:
-                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                    optimizer or self.optimizer, lr_factor(budget, warmup_fraction, schedule, min_lr_rate)
-                )
-            return self.lr_scheduler
+    budget: TimeBudget
+    warmup_fraction: float
+    schedule: str = "linear"
+    min_lr_rate: float = 0.0
 
-    BudgetTrainer.__name__ = BudgetTrainer.__qualname__ = f"Budget{trainer_class.__name__}"
-    return BudgetTrainer
+    def scheduler(self, optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_factor(self.budget, self.warmup_fraction, self.schedule, self.min_lr_rate))
