@@ -67,6 +67,21 @@ def prefix(text: str, rng: random.Random) -> str:
     return " ".join(clean(text).split()[:rng.randint(8, 16)])
 
 
+def fitting(prompts: list[str], what: str) -> list[str]:
+    """The prompts whose tokens and NEW_TOKENS new ones fit the policy's position table (a few reviews
+    open with runs of symbols: 80 tokens in 16 words); how many were left out is printed and kept."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(RUNS / "sft")
+    limit = read_json(RUNS / "sft" / "config.json")["max_position_embeddings"]
+    kept = [p for p in prompts if len(tokenizer(p)["input_ids"]) + NEW_TOKENS <= limit]
+    if len(kept) < len(prompts):
+        print(f"{what}: {len(prompts) - len(kept)} of {len(prompts)} prefixes left out: with {NEW_TOKENS} new tokens "
+              f"they overrun the policy's {limit} positions")
+    save("prompts", {**load("prompts"), what: {"kept": len(kept), "drawn": len(prompts)}})
+    return kept
+
+
 def splits() -> dict[str, list]:
     """Disjoint random subsets of the labelled reviews (seed 0): the classifier's train and dev sets,
     the pair prompts and the evaluation prompts."""
@@ -135,7 +150,8 @@ def pairs() -> Path:
     if not output.is_file():
         rng = random.Random(1)
         prompts = RUNS / "data" / "pair-prompts.jsonl"
-        prompts.write_text("".join(json.dumps({"prompt": prefix(r["text"], rng)}) + "\n" for r in splits()["pairs"]))
+        drawn = fitting([prefix(r["text"], rng) for r in splits()["pairs"]], "pair prompts")
+        prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in drawn))
         hfpipe("pairs", "prefs", "--policy", str(RUNS / "sft"), "--reward", str(RUNS / "reward"), "--prompts",
                str(prompts), "--output", str(output), "--samples", str(SAMPLES), "--max-new-tokens", str(NEW_TOKENS),
                "--reward-label", "positive", "--batch-size", "16", "--seed", "0", "--device", "cpu")
@@ -190,7 +206,7 @@ def evaluate() -> dict:
 
     results = load("evaluate")
     rng = random.Random(2)
-    prompts = [prefix(r["text"], rng) for r in splits()["eval"]]
+    prompts = fitting([prefix(r["text"], rng) for r in splits()["eval"]], "evaluation prompts")
     reward_model, reward_tokenizer = load_reward_model(str(RUNS / "reward"), torch.device("cpu"))
     positive = reward_model.config.label2id.get("positive", 1)
     sft_model, tokenizer = load_generator(str(RUNS / "sft"), device="cpu")
@@ -236,6 +252,9 @@ def report() -> str:
     if by_beta:
         text += "\n" + table("DPO's positive share by beta, over seeds", ["policy", "seeds", "positive (%)"],
                              [[beta, len(v), spread(v)] for beta, v in by_beta.items()])
+    for what, counts in load("prompts").items():
+        text += f"\n{what.capitalize()}: {counts['kept']} of {counts['drawn']} review prefixes (the rest overrun the " \
+                f"policy's positions with {NEW_TOKENS} new tokens).\n"
     if (RUNS / "reward" / "eval_results.json").is_file():
         text += f"\nReward classifier: {100 * read_json(RUNS / 'reward' / 'eval_results.json')['accuracy']:.1f}% " \
                 f"accuracy on {REWARD_DEV} held-out IMDB reviews.\n"

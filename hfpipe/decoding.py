@@ -63,6 +63,37 @@ def load_generator(reference: str, trust_remote_code: bool = False, device: str 
     return model.eval(), tokenizer
 
 
+def position_limit(config) -> int | None:
+    """The longest sequence a decoder's learned position table holds (hfpipe's absolute positions,
+    GPT-2's n_positions), or None where positions are computed (RoPE, relative) or not known."""
+    if config.is_encoder_decoder:
+        return None  # the prompt is the encoder's input; the decoder starts afresh
+    if config.model_type.startswith("hfpipe"):
+        return config.max_position_embeddings if config.position_embedding_type == "absolute" else None
+    return getattr(config, "n_positions", None) if config.model_type == "gpt2" else None
+
+
+def check_prompts_fit(model, tokenizer, prompts: list[str], max_new_tokens: int, source: str, chat: bool = False):
+    """One line naming the first prompt whose tokens plus ``max_new_tokens`` overrun the model's
+    position table (generate would fail deep inside with an index error, or truncate), before any
+    decoding."""
+    limit = position_limit(model.config)
+    if limit is None:
+        return
+    if chat and getattr(tokenizer, "chat_template", None):
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=not chat)["input_ids"]]
+    over = [i for i, length in enumerate(lengths) if length + max_new_tokens > limit]
+    if over:
+        first = over[0]
+        raise InputError(
+            f"{source}: prompt {first + 1} ({prompts[first][:40]!r}...) is {lengths[first]} tokens; with "
+            f"--max-new-tokens {max_new_tokens} it needs {lengths[first] + max_new_tokens} positions, the model "
+            f"has {limit}" + (f" ({len(over) - 1} more prompts too long)" if len(over) > 1 else "")
+            + "; shorten the prompts or lower --max-new-tokens")
+
+
 def generate(model, tokenizer, prompts: list[str], seed: int = 0, stream: bool = False, chat: bool = False,
              **kwargs) -> list[str]:
     """Continuations of ``prompts`` (without the prompt for decoders); ``chat``: answers to them as

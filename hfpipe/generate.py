@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from .decoding import generate, generation_kwargs, load_generator
+from .decoding import check_prompts_fit, generate, generation_kwargs, load_generator
 from .device import resolve_device
 from .errors import InputError
 
@@ -33,6 +33,8 @@ def run_generate(args) -> list[str]:
                                args.repetition_penalty, args.do_sample)
     device = resolve_device(getattr(args, "device", "auto"))  # before loading: a missing GPU is one line
     model, tokenizer = load_generator(args.model, device=device, dtype=getattr(args, "dtype", "auto"))
+    check_prompts_fit(model, tokenizer, prompts, args.max_new_tokens, "--prompt-file " + args.prompt_file
+                      if args.prompt_file else "--prompt", chat=args.chat)
     stream = len(prompts) == 1 and args.num_beams == 1 and not args.no_stream
     if stream:
         print(prompts[0] + ("\n" if args.chat else ""), end="", flush=True)

@@ -26,7 +26,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from .checkpoints import check_checkpoint, holder_of, load_model
-from .decoding import generate, generation_kwargs, load_generator
+from .decoding import check_prompts_fit, generate, generation_kwargs, load_generator
 from .device import model_device, resolve_device
 from .errors import InputError
 from .tasks.jsonl import json_lines
@@ -141,6 +141,7 @@ def run_prefs(args) -> list[dict]:
     label = reward_label_index(AutoConfig.from_pretrained(holder_of(args.reward, "config.json")), args.reward_label)
     device = resolve_device(args.device)
     policy, policy_tokenizer = load_generator(args.policy, device=device, dtype=args.dtype)
+    check_prompts_fit(policy, policy_tokenizer, prompts, args.max_new_tokens, f"--prompts {args.prompts}")
     reward_model, reward_tokenizer = load_reward_model(args.reward, device)
     pairs, unpaired = build_pairs(policy, policy_tokenizer, reward_model, reward_tokenizer, prompts, args.samples,
                                   label, seed=args.seed, batch_size=args.batch_size, **generation)

@@ -147,3 +147,19 @@ def test_cpu_device_leaves_outputs_and_precision_unchanged(tmp_path, model_and_t
     assert main(["generate", str(tmp_path), "--prompt", PROMPTS[0], "--max-new-tokens", "12", "--device", "cpu",
                  "--no-stream"]) == 0
     assert capsys.readouterr().out.strip() == f"{PROMPTS[0]}{expected[0]}".strip()
+
+
+def test_a_prompt_that_overruns_the_position_table_is_one_line_naming_it(tmp_path, model_and_tokenizer, capsys):
+    model, tokenizer = model_and_tokenizer
+    limit = model.config.max_position_embeddings
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("w3 w4\n" + " ".join(["w5"] * (limit - 4)) + "\n")  # the second: limit - 4 tokens
+    assert main(["generate", str(tmp_path), "--prompt-file", str(prompts), "--max-new-tokens", "4"]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path), "--prompt-file", str(prompts), "--max-new-tokens", "5"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the weights' loading bar
+    assert error.startswith(f"hfpipe: error: --prompt-file {prompts}: prompt 2 ")
+    assert f"is {limit - 4} tokens; with --max-new-tokens 5 it needs {limit + 1} positions, the model has {limit}" \
+        in error
