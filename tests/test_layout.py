@@ -119,3 +119,23 @@ def test_training_internals_live_in_the_training_package():
     assert not top_level & {"train", "budget", "accumulation", "training_state"}
     assert {"trainer", "budget", "loss_counts", "loss_curve", "output_dir", "callbacks", "results", "state"} \
         <= {p.stem for p in (PACKAGE / "training").glob("*.py")}
+
+
+# Lower floors never import higher ones: recipes are validated before anything heavy loads, models
+# know nothing of data, data nothing of tasks. The two left are the rules' GLUE task names and UL2
+# denoiser checks, which move into the task and objective plug-ins (issue 28).
+FLOORS = {"recipes": 0, "metrics": 0, "models": 1, "data": 2, "tasks": 3}
+KNOWN_UPWARD = {("hfpipe.recipes.rules", "hfpipe.data.ul2"), ("hfpipe.recipes.rules", "hfpipe.tasks.glue")}
+
+
+def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    def floor(module):
+        parts = module.split(".")
+        return FLOORS.get(parts[1]) if len(parts) > 1 else None
+
+    return {(module, target) for module, targets in graph.items() for target in targets
+            if floor(module) is not None and floor(target) is not None and floor(target) > floor(module)}
+
+
+def test_no_new_imports_run_up_the_floors():
+    assert upward_imports(import_graph()) == KNOWN_UPWARD

@@ -36,7 +36,7 @@ def readme_commands() -> tuple[list[str], list[str]]:
 
 def write_stand_ins(folder: Path) -> None:
     """The block's placeholders, as a user's files would hold them (hfpipe's embedded text and GLUE rows)."""
-    from hfpipe.data.embedded import embedded_glue
+    from hfpipe.tasks.embedded import embedded_glue
     from hfpipe.data.embedded_corpus import embedded_corpus
 
     documents = embedded_corpus()

@@ -250,7 +250,7 @@ def conll2003_text(path: Path, count: int, seed: int = 0, long_sentence: bool = 
     """CoNLL-2003's text layout ("word POS chunk NER", -DOCSTART- every 10 sentences, blank lines
     between sentences) over hfpipe's synthetic tagged sentences; ``long_sentence`` appends one of
     more than 128 words, which the tagger must split into windows and still predict whole."""
-    from hfpipe.data.embedded import TAGGING_NER_LABELS, TAGGING_POS_LABELS, embedded_tagging
+    from hfpipe.tasks.embedded import TAGGING_NER_LABELS, TAGGING_POS_LABELS, embedded_tagging
 
     rows = embedded_tagging(num_train=count, num_eval=1, seed=seed)["train"]
     sentences = [[(w, TAGGING_POS_LABELS[p], TAGGING_NER_LABELS[n]) for w, p, n in
@@ -286,7 +286,7 @@ def test_conll2003_ner_recipe_finetunes_and_evaluates_on_conll_text(tmp_path):
 
 
 def test_conll2003_pos_recipe_reads_the_pos_column_of_conll_text(tmp_path):
-    from hfpipe.data.embedded import TAGGING_POS_LABELS
+    from hfpipe.tasks.embedded import TAGGING_POS_LABELS
 
     train, dev = conll2003_text(tmp_path / "eng.train", 200), conll2003_text(tmp_path / "eng.testa", 30, 1)
     out, _ = _run("finetune", RECIPES / "finetune" / "conll2003-pos.yaml", tmp_path, "--max-steps", 4,

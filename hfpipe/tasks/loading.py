@@ -32,7 +32,7 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
     embedded = not train_files and not validation_files and not data.dataset
     labels, where = None, {}  # ner/pos only
     if embedded:
-        from hfpipe.data import embedded as embedded_data
+        from hfpipe.tasks import embedded as embedded_data
 
         logger.warning("no data given: using hfpipe's embedded synthetic %s data (for smoke tests only)", task)
         sizes = {"num_train": data.max_train_samples or 1024, "num_eval": data.max_eval_samples or 256}

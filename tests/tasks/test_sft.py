@@ -129,7 +129,7 @@ def test_jsonl_reader(tmp_path):
 
 
 def test_embedded_pairs_are_deterministic_and_answerable():
-    from hfpipe.data.embedded import embedded_sft
+    from hfpipe.tasks.embedded import embedded_sft
 
     a, b = embedded_sft(16, 8, seed=3), embedded_sft(16, 8, seed=3)
     assert a["train"].to_dict() == b["train"].to_dict() and len(a["validation"]) == 8
@@ -148,7 +148,7 @@ def _hfpipe(*args):
 
 
 def _write_pairs(path: Path, split: str, n: int) -> Path:
-    from hfpipe.data.embedded import embedded_sft
+    from hfpipe.tasks.embedded import embedded_sft
 
     rows = embedded_sft(n, n, seed=1)[split]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from hfpipe.data.embedded import TAGGING_NER_LABELS, TAGGING_POS_LABELS, embedded_tagging
+from hfpipe.tasks.embedded import TAGGING_NER_LABELS, TAGGING_POS_LABELS, embedded_tagging
 from hfpipe.errors import InputError
 from hfpipe.recipes import Recipe
 from hfpipe.tasks.tagging import (

@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hfpipe.data import embedded
+from hfpipe.tasks import embedded
 from hfpipe.data.embedded_corpus import embedded_corpus
-from hfpipe.data.embedded import embedded_glue, embedded_squad, shuffle_words, word_jaccard
+from hfpipe.tasks.embedded import embedded_glue, embedded_squad, shuffle_words, word_jaccard
 from hfpipe.errors import InputError
 from hfpipe.tasks.glue import GLUE_TASKS, glue_features
 from hfpipe.tasks.squad import SQUAD_FEATURES

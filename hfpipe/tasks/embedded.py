@@ -1,6 +1,6 @@
 """Small real-text GLUE and SQuAD stand-ins built from the embedded corpus, for ``--smoke`` and the demo.
 
-    from hfpipe.data.embedded import embedded_glue, embedded_squad
+    from hfpipe.tasks.embedded import embedded_glue, embedded_squad
     ds = embedded_glue("mrpc")            # DatasetDict train (256) / validation (64), load_glue's features
     qa = embedded_squad(version="v2")     # DatasetDict train (128) / validation (32), SQUAD_FEATURES
     sft = embedded_sft()                  # (instruction, response) pairs, train (256) / validation (64)
