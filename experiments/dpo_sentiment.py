@@ -169,7 +169,7 @@ def dpo(beta: float, seed: int = 0) -> Path:
                             "per_device_eval_batch_size": 32, "learning_rate": 5e-5, "warmup_ratio": 0.1,
                             "lr_scheduler_type": "linear", "eval_steps": 100000, "save_steps": 100000,
                             "logging_steps": 10, "overwrite": True, "seed": seed}}
-        hfpipe(out.name, "finetune", str(write_recipe(out.with_suffix(".yaml"), recipe)))
+        hfpipe(out.name, "finetune", str(write_recipe(out.parent / f"{out.name}.yaml", recipe)))
     return out
 
 

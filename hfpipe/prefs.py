@@ -40,7 +40,7 @@ def read_prompts(path: str | Path, prompt_column: str = "prompt") -> list[str]:
     if not path.is_file():
         raise InputError(f"--prompts {path}: no such file; expected a .txt (one prompt per line) or .jsonl file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # "\n" only: prompts may hold U+2028 and kin
     except UnicodeDecodeError as e:
         raise InputError(f"--prompts {path}: not UTF-8 text (byte {e.start})") from None
     if path.suffix.lower() not in (".jsonl", ".json"):

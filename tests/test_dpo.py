@@ -269,3 +269,17 @@ def test_prefs_writes_pairs_from_saved_checkpoints_and_refuses_to_overwrite(tmp_
 
 
 COLUMNS = ("prompt", "chosen", "rejected", "chosen_reward", "rejected_reward")
+
+
+def test_pairs_and_prompts_with_unicode_line_separators_inside_their_strings_read_back(tmp_path):
+    """JSON lines end at "\\n" only: generated text may hold U+0085 (NEL) or U+2028, which json.dumps
+    with ensure_ascii=False (the prefs writer's) leaves as they are, and str.splitlines would cut at."""
+    rows = [{"prompt": "Great\u0085film", "chosen": " loved it\u2028truly", "rejected": " meh\x1c"},
+            {"prompt": "Second", "chosen": " yes", "rejected": " no"}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    assert load_preference_jsonl(path).to_list() == rows
+    assert read_prompts(path) == ["Great\u0085film", "Second"]
+    text = tmp_path / "prompts.txt"
+    text.write_text("one\u2028line\nanother\n", encoding="utf-8")
+    assert read_prompts(text) == ["one\u2028line", "another"]

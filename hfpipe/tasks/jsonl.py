@@ -14,7 +14,9 @@ def json_lines(path: str | Path) -> Iterator[tuple[str, object]]:
     """(``"file:line"``, the line's parsed JSON) for each non-blank line; the caller checks its keys."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # lines end at "\n" only (JSON Lines): str.splitlines would also cut at U+0085, U+2028 and
+        # other separators, which json.dumps(ensure_ascii=False) leaves inside strings
+        lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}); expected JSON lines") from None
     for number, line in enumerate(lines, 1):
