@@ -56,6 +56,12 @@ STEPS_FLOOR_EXAMPLES = 3 * 8000
 MINILM_LEARNING_RATE = 5e-5  # BERT's finetuning range (2e-5..5e-5) at its top: 3 epochs of a small model
 
 
+def minilm_epochs(labels: int) -> int:
+    """BERT's 3 epochs at every label count: both MiniLMs are pretrained, so the floor above (which keeps
+    a random init from being judged half-trained) has nothing to protect."""
+    return 3
+
+
 def epochs_for(labels: int) -> int:
     return max(3, math.ceil(STEPS_FLOOR_EXAMPLES / labels))
 
@@ -94,13 +100,13 @@ def pretrain(arm: str, budget: str | None) -> dict:
 
 # ------------------------------------------------------------------------------------------- finetune
 def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tuple[int, ...],
-            pretrained: Path, twin: Path, learning_rate: float | None = None) -> list[tuple]:
+            pretrained: Path, twin: Path, learning_rate: float | None = None, epochs_of=epochs_for) -> list[tuple]:
     """(key, out, recipe) of every run: SST-2 at each label count, MRPC and STS-B whole; both inits."""
     jobs = []
     for task in tasks:
         for count in (labels if task == "sst2" else (None,)):
             files = (sst2_subset(count), task_files("sst2")[1]) if count else None
-            epochs = epochs_for(count) if count else None
+            epochs = epochs_of(count) if count else None
             for init, model in (("pretrained", pretrained), ("random", twin)):
                 for seed in seeds:
                     out = RUNS / "finetune" / arm / (f"{task}-{count}" if count else task) / f"{init}-seed{seed}"
@@ -120,13 +126,13 @@ def run_jobs(jobs: list[tuple], parallel: int) -> None:
               for key, out, recipe in batch}, logs)
 
 
-def collect(jobs: list[tuple]) -> dict:
+def collect(jobs: list[tuple], epochs_of=epochs_for) -> dict:
     """arm -> "task" or "task-labels" -> {pretrained: [scores], random: [scores], labels, epochs}."""
     results: dict = {}
     for (arm, task, count, init, seed), out, _ in jobs:
         entry = results.setdefault(arm, {}).setdefault(f"{task}-{count}" if count else task, {})
         entry.setdefault(init, []).append(100 * read_json(out / "eval_results.json")[METRIC[task]])
-        entry.update(task=task, labels=count, epochs=epochs_for(count) if count else 3)
+        entry.update(task=task, labels=count, epochs=epochs_of(count) if count else 3)
     return results
 
 
@@ -165,9 +171,10 @@ def adapt(labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int, budget
         log = RUNS / "minilm-adapted.log"
         wait({"adapt": run([*HFPIPE, "pretrain", str(ADAPT_RECIPE), "--output-dir", str(adapted), *sets], log)},
              {"adapt": log})
-    jobs = jobs_of("minilm", ("sst2",), labels, seeds, adapted, base, learning_rate=MINILM_LEARNING_RATE)
+    jobs = jobs_of("minilm", ("sst2",), labels, seeds, adapted, base, learning_rate=MINILM_LEARNING_RATE,
+                   epochs_of=minilm_epochs)
     run_jobs(jobs, parallel)
-    results = collect(jobs)
+    results = collect(jobs, epochs_of=minilm_epochs)
     train = read_json(adapted / "train_results.json")
     save("adapt", {"finetune": results["minilm"], "steps": read_json(adapted / "trainer_state.json")["global_step"],
                    "minutes": train["train_runtime"] / 60, "eval": read_json(adapted / "eval_results.json")})
