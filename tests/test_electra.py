@@ -22,7 +22,6 @@ from hfpipe.models.electra import (
     electra_generator_config,
     sample_tokens,
 )
-from hfpipe.pretrain import masking_collator
 from hfpipe.recipes import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "pretrain" / "electra.yaml"
@@ -151,7 +150,7 @@ def test_masking_follows_the_recipe_over_many_batches():
     [MASK], the rest kept, none random; special tokens and padding never."""
     objective = load_recipe(RECIPE).objective
     assert (objective.mlm_probability, objective.mask_replace_prob, objective.random_replace_prob) == (0.15, 0.85, 0)
-    collator = masking_collator(objective, _tokenizer())
+    collator = objective.collator(_tokenizer())
     generator = torch.Generator().manual_seed(0)
     chosen = masked = kept = maskable = 0
     for _ in range(60):
@@ -203,7 +202,7 @@ def test_replacements_follow_the_generator_over_many_batches():
         model.generator.mlm_head.norm.weight.zero_()
         model.generator.mlm_head.norm.bias.zero_()
         model.generator.mlm_head.decoder.bias.copy_(probabilities.log())
-    collator = masking_collator(load_recipe(RECIPE).objective, _tokenizer())
+    collator = load_recipe(RECIPE).objective.collator(_tokenizer())
     torch.manual_seed(0)
     replaced_when = {True: [0, 0], False: [0, 0]}  # original is token 7 -> [replaced, chosen]
     for _ in range(40):
@@ -266,12 +265,12 @@ def test_perplexity_is_the_generators():
     """eval_loss adds 50 x the discriminator's BCE; the reported perplexity is the generator MLM's."""
     from transformers import EvalPrediction
 
-    from hfpipe.pretrain import _electra_metrics
+    from hfpipe.objectives.electra import electra_metrics
 
     # discriminator logits, replaced labels (-100: padding, as Trainer pads batches), generator argmax and NLL
     outputs = (np.array([[1.0, 2.0, -1.0, -3.0, -100]]), np.array([[0, 1, 0, 0, -100]]),
                np.array([[-100, 7, -100, 3, -100]]), np.array([[0.0, 0.5, 0.0, 1.5, 0.0]]))
-    metrics = _electra_metrics(EvalPrediction(predictions=outputs, label_ids=np.array([[-100, 7, -100, 9, -100]])))
+    metrics = electra_metrics(EvalPrediction(predictions=outputs, label_ids=np.array([[-100, 7, -100, 9, -100]])))
     assert metrics == {"generator_loss": 1.0, "generator_accuracy": 0.5, "replaced_fraction": 0.5,
                        "discriminator_accuracy": 0.75}
     assert math.exp(metrics["generator_loss"]) == pytest.approx(math.e)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hfpipe.errors import InputError
 from hfpipe.recipes import (
     CLI_OVERRIDE_KEYS,
-    OBJECTIVE_FAMILY,
+    OBJECTIVES,
     Recipe,
     TrainSection,
     check_machine,
@@ -249,6 +249,16 @@ def test_missing_local_paths(tmp_path, monkeypatch):
     assert ok.data.train_files == ["shards/*.txt", "shards/a.txt"]
 
 
+# Which family each pretraining objective trains (BERT / ALBERT / RoBERTa / SpanBERT / ELECTRA, GPT, T5 / UL2).
+OBJECTIVE_FAMILY = {"mlm_nsp": "encoder", "sop": "encoder", "mlm": "encoder", "span_mlm": "encoder",
+                    "electra": "encoder", "clm": "decoder", "span_corruption": "seq2seq", "prefix_lm": "seq2seq",
+                    "ul2": "seq2seq"}
+
+
+def test_every_objective_is_registered():
+    assert list(OBJECTIVES) == list(OBJECTIVE_FAMILY)
+
+
 @pytest.mark.parametrize("objective", sorted(OBJECTIVE_FAMILY))
 def test_objective_must_fit_family(objective, tmp_path):
     wanted = OBJECTIVE_FAMILY[objective]
@@ -481,13 +491,16 @@ _VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_siz
 
 
 def _schema_keys():
-    """(section, key, type) for every key of the schema; (name, None, type) for top-level keys."""
+    """(section, key, type) for every key of the schema; (name, None, type) for top-level keys. The
+    schema as the engine reads it: the registered objectives' sections in place of the registry."""
+    from hfpipe.recipes.engine import hints
+
     keys = []
-    for name, hint in get_type_hints(Recipe).items():
+    for name, hint in hints(Recipe).items():
         keys.append((name, None, hint))
         for section in getattr(hint, "__args__", (hint,)):
             if dataclasses.is_dataclass(section):
-                keys += [(name, key, sub) for key, sub in get_type_hints(section).items()]
+                keys += [(name, key, sub) for key, sub in hints(section).items()]
     return keys
 
 

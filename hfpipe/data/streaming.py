@@ -174,3 +174,41 @@ def save_stream_position(stream: ResumableStream, checkpoint: Path, global_step:
     checkpoint.mkdir(parents=True, exist_ok=True)
     # with the number of processes: on machines that share no disk, each sees only its own files
     stream_state_path(checkpoint, args.process_index).write_text(json.dumps({**state, "processes": args.world_size}))
+
+
+def resumable_stream(examples, batch_size: int, counters: dict, resume_from: str | None):
+    """Wrap streamed training examples; load their position from the checkpoint when resuming.
+    Returns (ResumableStream, TrainingArguments overrides)."""
+    stream = ResumableStream(examples, batch_size, counters)
+    if not resume_from:
+        return stream, {}
+    rank, count = process_rank_and_count()
+    path = stream_state_path(resume_from, rank)
+    state = json.loads(path.read_text()) if path.is_file() else None
+    # A machine that shares no disk with the others holds only its own processes' positions: the
+    # number of processes that wrote them is in each (older checkpoints: count the files).
+    saved = state.get("processes", len(list(Path(resume_from).glob("stream-*.json")))) if state else 0
+    if saved != count:
+        logger.warning("%s holds the stream positions of %d processes, not this process's of %d; re-reading the "
+                       "stream up to the checkpoint", resume_from, saved, count)
+        return stream, {}
+    stream.load_state(state)
+    logger.info("resuming the stream at the position saved in %s (pass %d, batch %d)", path, stream.epoch + 1,
+                stream.batches)
+    return stream, {"ignore_data_skip": True}  # the position is loaded: Trainer must not skip batches again
+
+
+def stream_report(stream, consumed_batches: int) -> dict:
+    """Counts of the training stream up to the last batch trained on (flat, for train_results.json)."""
+    snapshot = stream.state_after(consumed_batches)
+    counters = snapshot["counters"] if snapshot else {name: c.state() for name, c in stream.counters.items()}
+    report = {"train_stream_passes": (snapshot or {"epoch": stream.epoch})["epoch"] + 1}
+    for key, value in counters.get("packing", {}).items():
+        report[f"train_packing_{key.removeprefix('num_')}"] = value
+    mixture = stream.counters.get("mixture")
+    if mixture is not None and "mixture" in counters:
+        mixture.load_state(counters["mixture"])
+        for name, fraction in mixture.realised().items():
+            report[f"train_mixture_{name}"] = round(fraction, 6)
+        logger.info("%s", mixture.report())
+    return report

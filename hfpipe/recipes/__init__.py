@@ -15,7 +15,8 @@ Every problem raises :class:`hfpipe.errors.InputError` with one line
 valid key), wrong types, missing required keys, enum values (the allowed list
 named), local paths that do not exist, objectives that do not fit the model
 family, unknown GLUE tasks, contradictory options. Each objective is its own section, picked by
-``objective.name`` (``schema.Objective``): a key of another objective is refused, not ignored.
+``objective.name`` (``schema.OBJECTIVES``, filled by hfpipe/objectives/): a key of another objective is
+refused, not ignored.
 
 Resolution order (later wins):
   1. the YAML file;
@@ -40,71 +41,45 @@ from .policy import CLI_OVERRIDE_KEYS, check_machine, load_recipe, smoke_overrid
 from .rules import glue_task_names
 from .schema import (
     DEFAULT_VOCAB_SIZE,
-    OBJECTIVE_FAMILY,
+    OBJECTIVES,
     DPO_TASK,
     SFT_TASK,
     SQUAD_TASKS,
     TAGGING_TASKS,
-    ClmObjectiveSection,
     DataSection,
-    DenoiserSection,
-    ElectraObjectiveSection,
     HubSection,
     IclSection,
-    MaskingObjectiveSection,
-    MlmNspObjectiveSection,
-    MlmObjectiveSection,
     ModelSection,
-    Objective,
     ObjectiveSection,
     PeftSection,
-    PrefixLmObjectiveSection,
     QuantizationSection,
     Recipe,
-    SopObjectiveSection,
     SourceSection,
-    SpanCorruptionObjectiveSection,
-    SpanMlmObjectiveSection,
     TaskSection,
     TokenizerSection,
     TrainSection,
-    Ul2ObjectiveSection,
-    WordPieceMaskingObjectiveSection,
 )
 
 __all__ = [
     "CLI_OVERRIDE_KEYS",
-    "ClmObjectiveSection",
     "DEFAULT_VOCAB_SIZE",
     "DataSection",
-    "DenoiserSection",
-    "ElectraObjectiveSection",
     "HubSection",
     "IclSection",
-    "MaskingObjectiveSection",
-    "MlmNspObjectiveSection",
-    "MlmObjectiveSection",
     "ModelSection",
-    "OBJECTIVE_FAMILY",
-    "Objective",
+    "OBJECTIVES",
     "ObjectiveSection",
     "PeftSection",
-    "PrefixLmObjectiveSection",
     "QuantizationSection",
     "Recipe",
     "DPO_TASK",
     "SFT_TASK",
     "SQUAD_TASKS",
-    "SopObjectiveSection",
     "SourceSection",
-    "SpanCorruptionObjectiveSection",
-    "SpanMlmObjectiveSection",
     "TAGGING_TASKS",
     "TaskSection",
     "TokenizerSection",
     "TrainSection",
-    "Ul2ObjectiveSection",
-    "WordPieceMaskingObjectiveSection",
     "check_machine",
     "glue_task_names",
     "load_recipe",

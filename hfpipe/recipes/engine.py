@@ -4,7 +4,9 @@ Nothing here knows hfpipe's recipe. A schema is a tree of dataclasses whose fiel
 (bool, int, float, str, Literal, list, dict, Optional, unions, nested dataclasses, ``Any`` for
 free-form YAML) and, through :func:`checked`, a numeric :class:`Range`. A union of dataclasses that
 all have one field as a ``Literal`` of their own values is a tagged union (:func:`tagged`): the tag's
-value picks the dataclass, and a key of another member is refused as having no effect. :func:`build` turns a parsed
+value picks the dataclass, and a key of another member is refused as having no effect; a :class:`Registry`
+is such a union open to plug-ins (``Annotated[Base, registry]``: its members are registered at import,
+not listed in the schema). :func:`build` turns a parsed
 mapping into the root dataclass; every problem is one :class:`hfpipe.errors.InputError` line
 ``<where>: <dotted.key>: <what was expected>``, with the closest valid key or value named.
 
@@ -23,7 +25,7 @@ import types
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -182,10 +184,70 @@ def apply_override(root: type, raw: dict[str, Any], dotted: str, value: Any, whe
         node[last] = copy.deepcopy(value)
 
 
+# ---------------------------------------------------------------------------- open tagged unions
+class Registry(Mapping):
+    """A tagged union whose members register themselves: ``field: Annotated[Base, registry]`` in a schema
+    is the union of the dataclasses registered so far (subclasses of ``Base``, each with ``<tag>:
+    Literal["<value>"]``), and the registry maps each tag value to its member."""
+
+    def __init__(self, base: type, tag: str):
+        self.base, self.tag, self._members = base, tag, {}
+
+    def register(self, member: type) -> type:
+        """Add ``member`` (usable as a class decorator); a tag value registered twice is refused."""
+        if not (dataclasses.is_dataclass(member) and issubclass(member, self.base)):
+            raise TypeError(f"{member.__name__}: a {self.base.__name__} dataclass is expected")
+        values = get_args(get_type_hints(member).get(self.tag))
+        taken = [value for value in values if value in self._members and self._members[value] is not member]
+        if not values or taken:
+            raise ValueError(f"{member.__name__}.{self.tag}: needs a Literal of values not registered yet, got {values}")
+        self._members.update(dict.fromkeys(values, member))
+        _forget_hints()
+        return member
+
+    def unregister(self, member: type) -> None:
+        for value in [value for value, m in self._members.items() if m is member]:
+            del self._members[value]
+        _forget_hints()
+
+    def union(self) -> Any:
+        members = tuple(dict.fromkeys(self._members.values()))
+        return Union[members] if members else self.base  # noqa: UP007 (a runtime union of classes)
+
+    def __getitem__(self, value: Any) -> type:
+        return self._members[value]
+
+    def __iter__(self):
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    # one registry is one union: identity, so that Annotated[Base, registry] can be hashed
+    __eq__, __hash__ = object.__eq__, object.__hash__
+
+
+def _resolve(hint: Any) -> Any:
+    """``hint`` with every ``Annotated[Base, registry]`` replaced by the registry's union now."""
+    if get_origin(hint) is Annotated:
+        registries = [m for m in hint.__metadata__ if isinstance(m, Registry)]
+        return registries[0].union() if registries else _resolve(get_args(hint)[0])
+    if get_origin(hint) in (Union, types.UnionType):
+        return Union[tuple(_resolve(a) for a in get_args(hint))]  # noqa: UP007
+    return hint
+
+
+def _forget_hints() -> None:
+    hints.cache_clear()
+    tagged.cache_clear()
+
+
 # ---------------------------------------------------------------------------- generic validator
 @functools.cache
 def hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+    """The types of a dataclass's fields (class variables are not keys), registries resolved."""
+    every = get_type_hints(cls, include_extras=True)
+    return {f.name: _resolve(every[f.name]) for f in dataclasses.fields(cls)}
 
 
 def field_types(classes: Iterable[type]) -> dict[str, Any]:

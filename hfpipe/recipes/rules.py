@@ -12,13 +12,12 @@ from .engine import coerce, did_you_mean, error, flatten, hint_for, sections_of,
 from .paths import check_data_file, validate_paths
 from .schema import (
     DEFAULT_VOCAB_SIZE,
-    OBJECTIVE_FAMILY,
+    OBJECTIVES,
     DPO_TASK,
     SFT_TASK,
     SQUAD_TASKS,
     TAGGING_TASKS,
     IclSection,
-    MaskingObjectiveSection,
     Recipe,
     TaskSection,
     TrainSection,
@@ -38,7 +37,7 @@ def glue_task_names() -> tuple[str, ...]:
 
 # Keys that act only for some values of a selector: set to anything but their default elsewhere, they
 # would do nothing, so the recipe is refused (a key the user believes in must not be silently ignored).
-# (The objective's keys need no entry: each objective is its own section, see schema.Objective.)
+# (The objective's keys need no entry: each objective is its own section, see schema.OBJECTIVES.)
 _APPLIES_TO = {
     ("peft", "method"): {
         "r": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",), "target_modules": ("lora", "ia3"),
@@ -79,23 +78,13 @@ def validate(r: Recipe, where: str) -> None:
     if r.kind == "pretrain":
         if r.objective is None:
             raise error(where, "objective", "required for kind: pretrain (objective.name: one of "
-                         + ", ".join(OBJECTIVE_FAMILY) + ")")
+                         + ", ".join(OBJECTIVES) + ")")
         if r.task is not None:
             raise error(where, "task", "not used by kind: pretrain (remove it, or use kind: finetune)")
-        wanted = OBJECTIVE_FAMILY[r.objective.name]
+        wanted = type(r.objective).family
         if wanted != family:
             raise error(where, "objective.name", f"{r.objective.name} needs model.family: {wanted}, got {family}")
-        if isinstance(r.objective, MaskingObjectiveSection) \
-                and r.objective.mask_replace_prob + r.objective.random_replace_prob > 1:
-            raise error(where, "objective.random_replace_prob", "mask_replace_prob + random_replace_prob must be <= 1")
-        if r.objective.name == "ul2":  # each denoiser's lengths must fit max_seq_length, before any data is read
-            from hfpipe.data.ul2 import UL2_DENOISERS, check_denoisers
-
-            try:
-                check_denoisers(r.objective.denoisers or UL2_DENOISERS, r.objective.max_seq_length,
-                                "objective.denoisers")
-            except InputError as e:
-                raise InputError(f"{where}: {e}" if where else str(e)) from None
+        r.objective.check(where)
     else:
         if r.objective is not None:
             raise error(where, "objective", f"only for kind: pretrain, got kind: {r.kind}")

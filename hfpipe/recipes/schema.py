@@ -9,31 +9,27 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 
-from .engine import AT_LEAST_ONE, HALF_OPEN_UNIT, NON_NEGATIVE, OPEN_UNIT, POSITIVE, PROBABILITY, Range, build, checked
+from .engine import (
+    AT_LEAST_ONE,
+    HALF_OPEN_UNIT,
+    NON_NEGATIVE,
+    POSITIVE,
+    Range,
+    Registry,
+    build,
+    checked,
+)
 
 Kind = Literal["pretrain", "finetune", "icl"]
 Family = Literal["encoder", "decoder", "seq2seq"]
 Size = Literal["tiny", "small", "base", "large"]
-ObjectiveName = Literal["mlm_nsp", "sop", "mlm", "span_mlm", "electra", "clm", "span_corruption", "prefix_lm", "ul2"]
 PeftMethod = Literal["none", "lora", "prefix_tuning", "prompt_tuning", "ia3"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
-# Which family each pretraining objective trains (BERT / ALBERT / RoBERTa, GPT, T5).
-OBJECTIVE_FAMILY: dict[str, str] = {
-    "mlm_nsp": "encoder",
-    "sop": "encoder",
-    "mlm": "encoder",
-    "span_mlm": "encoder",
-    "electra": "encoder",
-    "clm": "decoder",
-    "span_corruption": "seq2seq",
-    "prefix_lm": "seq2seq",
-    "ul2": "seq2seq",
-}
 SQUAD_TASKS = ("squad", "squad_v2")
 SFT_TASK = "sft"  # instruction tuning (hfpipe.tasks.sft)
 TAGGING_TASKS = ("ner", "pos")  # token tagging: named entities, part of speech (hfpipe.tasks.tagging)
@@ -59,135 +55,25 @@ class TokenizerSection:
     train_samples: int = checked(1_000_000, AT_LEAST_ONE)  # when training: read at most the first N texts (streams!)
 
 
-@dataclass(kw_only=True)  # keyword-only: noise_density is required yet follows an optional key
-class DenoiserSection:
-    """One denoiser of UL2's mixture (``objective.denoisers``; see hfpipe.data.ul2)."""
-
-    paradigm: Literal["r", "x", "s"]  # r: span corruption, [NLU]; x: extreme, [NLG]; s: prefix LM, [S2S]; required
-    mean_noise_span_length: float | None = checked(None, AT_LEAST_ONE)  # r/x: mean span in tokens (required); s: none
-    noise_density: float = checked(check=OPEN_UNIT)  # r/x: fraction of tokens corrupted; s: fraction that is target
-    weight: float = checked(1.0, POSITIVE)  # relative share of examples; normalised over the denoisers
-
-
 @dataclass
 class ObjectiveSection:
-    """What every objective has; ``objective.name`` picks one of the sections below, and only its keys
-    may appear in the recipe (a key of another objective would do nothing)."""
+    """What every pretraining objective has. Each objective is a subclass in ``hfpipe/objectives/<name>.py``
+    with ``name: Literal["<name>"]`` and its own keys, registered in :data:`OBJECTIVES`; ``objective.name``
+    picks it, and only its keys may appear in the recipe (a key of another objective would do nothing).
+    The checks and the family are the recipe's; what the objective does with data and models is
+    hfpipe.objectives.Objective's."""
 
-    name: ObjectiveName  # mlm_nsp | sop | mlm | span_mlm | electra | clm | span_corruption | prefix_lm | ul2; required
+    family: ClassVar[str]  # the model family it trains: encoder | decoder | seq2seq
+
+    name: str  # one of OBJECTIVES; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per example; span_corruption: encoder input (512: 568 raw)
 
-
-@dataclass
-class MaskingObjectiveSection(ObjectiveSection):
-    """BERT's masking, shared by mlm_nsp, sop, mlm and span_mlm."""
-
-    mlm_probability: float = checked(0.15, PROBABILITY)  # fraction of tokens chosen for prediction (BERT)
-    mask_replace_prob: float = checked(0.8, PROBABILITY)  # of those: -> [MASK]
-    random_replace_prob: float = checked(0.1, PROBABILITY)  # of those: -> random token (the rest unchanged)
+    def check(self, where: str) -> None:
+        """Rules between this section's own keys, run after every key has its type (raise InputError)."""
 
 
-@dataclass
-class WordPieceMaskingObjectiveSection(MaskingObjectiveSection):
-    """Masking that may choose word pieces or whole words (span_mlm always masks whole words)."""
-
-    whole_word_mask: bool = False  # choose whole words rather than word pieces
-
-
-@dataclass
-class MlmNspObjectiveSection(WordPieceMaskingObjectiveSection):
-    """BERT: masked LM + next-sentence prediction on sentence pairs."""
-
-    name: Literal["mlm_nsp"]
-    nsp_probability: float = checked(0.5, PROBABILITY)  # chance that segment B is a random one
-    short_seq_probability: float = checked(0.1, PROBABILITY)  # chance of a shorter target length (BERT)
-
-
-@dataclass
-class SopObjectiveSection(WordPieceMaskingObjectiveSection):
-    """ALBERT: masked LM + sentence-order prediction on sentence pairs."""
-
-    name: Literal["sop"]
-    short_seq_probability: float = checked(0.1, PROBABILITY)  # chance of a shorter target length (BERT)
-
-    @property
-    def nsp_probability(self) -> float:
-        """Not a key: the pair builder takes one, but sentence order swaps the segments at 0.5 regardless."""
-        return 0.5
-
-
-@dataclass
-class MlmObjectiveSection(WordPieceMaskingObjectiveSection):
-    """RoBERTa: masked LM on packed blocks."""
-
-    name: Literal["mlm"]
-    document_mask: bool = False  # keep attention and positions within each document of a packed block
-
-
-@dataclass
-class SpanMlmObjectiveSection(MaskingObjectiveSection):
-    """SpanBERT: masked LM on contiguous spans of whole words."""
-
-    name: Literal["span_mlm"]
-    geometric_p: float = checked(0.2, OPEN_UNIT)  # span length in words ~ Geometric(p) (SpanBERT)
-    max_span_length: int = checked(10, AT_LEAST_ONE)  # longest span in words; 0.2 and 10: mean 3.8
-    document_mask: bool = False  # keep attention and positions within each document of a packed block
-
-
-@dataclass
-class ElectraObjectiveSection(WordPieceMaskingObjectiveSection):
-    """ELECTRA: a small masked-LM generator fills the masked positions with samples, the encoder
-    (the discriminator) learns which tokens were replaced; packed blocks, as mlm."""
-
-    name: Literal["electra"]
-    # Masking as the official code (google-research/electra, pretrain/pretrain_helpers.py `mask`):
-    # of the chosen 15%, 85% -> [MASK] and the rest kept, none random (the paper: all [MASK]).
-    mask_replace_prob: float = checked(0.85, PROBABILITY)  # of the chosen tokens: -> [MASK] in the generator's input
-    random_replace_prob: float = checked(0.0, PROBABILITY)  # of those: -> random token (the rest unchanged)
-    generator_size_fraction: float = checked(0.25, Range(0, 1, low_open=True))  # generator width, FFN, heads (paper Table 6)
-    discriminator_weight: float = checked(50.0, POSITIVE)  # lambda: loss = generator MLM + lambda * discriminator BCE
-    document_mask: bool = False  # keep attention and positions within each document of a packed block
-
-
-@dataclass
-class ClmObjectiveSection(ObjectiveSection):
-    """GPT: causal LM on packed blocks."""
-
-    name: Literal["clm"]
-    document_mask: bool = False  # keep attention and positions within each document of a packed block
-
-
-@dataclass
-class SpanCorruptionObjectiveSection(ObjectiveSection):
-    """T5: spans replaced by sentinels in the input, the target spells them out."""
-
-    name: Literal["span_corruption"]
-    noise_density: float = checked(0.15, OPEN_UNIT)  # fraction of tokens corrupted (T5)
-    mean_noise_span_length: float = checked(3.0, AT_LEAST_ONE)  # mean span length in tokens (T5)
-    document_mask: bool = False  # keep attention and positions within each document of a packed block
-
-
-@dataclass
-class PrefixLmObjectiveSection(ObjectiveSection):
-    """An encoder-decoder continues a block's prefix."""
-
-    name: Literal["prefix_lm"]
-
-
-@dataclass
-class Ul2ObjectiveSection(ObjectiveSection):
-    """UL2: a mixture of denoisers."""
-
-    name: Literal["ul2"]
-    denoisers: list[DenoiserSection] = field(default_factory=list)  # the mixture; []: UL2's seven, uniform
-
-
-# ``objective.name`` picks the section (the engine's tagged union).
-Objective = Union[
-    MlmNspObjectiveSection, SopObjectiveSection, MlmObjectiveSection, SpanMlmObjectiveSection, ElectraObjectiveSection,
-    ClmObjectiveSection,
-    SpanCorruptionObjectiveSection, PrefixLmObjectiveSection, Ul2ObjectiveSection,
-]
+# objective.name -> its section: the tagged union of every registered objective (hfpipe/objectives/)
+OBJECTIVES = Registry(ObjectiveSection, "name")
 
 
 @dataclass
@@ -373,7 +259,7 @@ class Recipe:
     description: str = ""  # one line shown in logs and the model card
     model: ModelSection  # required
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
-    objective: Objective | None = None  # required for pretrain; not allowed otherwise; by objective.name
+    objective: Annotated[ObjectiveSection, OBJECTIVES] | None = None  # required for pretrain, else not allowed; by name
     data: DataSection = field(default_factory=DataSection)
     task: TaskSection | None = None  # required for finetune and icl; not allowed for pretrain
     peft: PeftSection = field(default_factory=PeftSection)

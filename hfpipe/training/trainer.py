@@ -19,7 +19,7 @@ Trainer's private methods overridden here, all checked against transformers 5.19
 | ``_get_num_items_in_batch`` | count extractive QA's examples (``start_positions``), which Trainer does not |
 | ``evaluation_loop`` (public name, internal loop) | keep the last evaluation's output for ``evaluate_once`` |
 
-ElectraTrainer (pretrain.py), for ELECTRA's pair of models saved as two folders:
+ElectraTrainer (training/electra.py), for ELECTRA's pair of models saved as two folders:
 
 | method | why |
 |---|---|

@@ -287,7 +287,6 @@ def test_whole_word_masking_on_packed_mlm_blocks_from_the_recipe_key(bert_tokeni
     """objective.whole_word_mask reaches the `mlm` objective (RoBERTa blocks: no pairs, no NSP)."""
     import datasets
 
-    from hfpipe.pretrain import masked_lm
     from hfpipe.recipes import Recipe
 
     recipe = Recipe.from_dict({"kind": "pretrain", "model": {"family": "encoder"},
@@ -295,7 +294,7 @@ def test_whole_word_masking_on_packed_mlm_blocks_from_the_recipe_key(bert_tokeni
     rng = np.random.default_rng(6)
     vocab = bert_tokenizer.convert_ids_to_tokens(list(range(VOCAB)))
     texts = [" ".join(vocab[int(t)] for t in rng.integers(FIRST_WORD, FIRST_PIECE, 60)) for _ in range(40)]
-    examples = masked_lm(recipe, datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}),
+    examples = recipe.objective.examples(recipe, datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}),
                          bert_tokenizer)
     assert examples.collator.whole_word_mask
     rows = [{"input_ids": row} for row in examples.train["input_ids"]]

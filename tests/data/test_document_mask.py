@@ -76,7 +76,7 @@ def test_causal_lm_packed_block_equals_documents_one_by_one(t5_tokenizer, extra)
 def test_mlm_packed_block_equals_documents_one_by_one(bert_tokenizer, collator_class, extra):
     cls, sep = bert_tokenizer.cls_token_id, bert_tokenizer.sep_token_id
     docs = documents([9, 4, 14], 5, 600, seed=1)
-    # RoBERTa's FULL-SENTENCES framing (hfpipe.pretrain.masked_lm): [CLS] d1 [SEP] d2 [SEP] d3 [SEP]
+    # RoBERTa's FULL-SENTENCES framing (hfpipe.objectives.masking.framed_blocks): [CLS] d1 [SEP] d2 [SEP] d3 [SEP]
     packed_docs = pack_sequences({"input_ids": docs}, block_size=30, eos_token_id=sep)["input_ids"][0]
     block = [cls, *packed_docs.tolist()]
     collator = collator_class(bert_tokenizer, document_mask=True, mlm_probability=0.3, seed=0)
@@ -177,18 +177,16 @@ def test_span_corruption_recipe_keeps_eos_between_documents(t5_tokenizer):
 
     from datasets import Dataset
 
-    from hfpipe.pretrain import span_corruption
+    from hfpipe.objectives.span_corruption import SpanCorruptionObjectiveSection
 
     texts = [" ".join(f"w{(7 * i + j) % 190}" for j in range(n)) for i, n in enumerate([30, 12, 25, 40, 18, 33])]
     corpus = {"train": Dataset.from_dict({"text": texts})}
     eos = t5_tokenizer.eos_token_id
     for document_mask in (False, True):
-        recipe = SimpleNamespace(
-            data=SimpleNamespace(text_column="text", preprocessing_num_workers=None),
-            objective=SimpleNamespace(name="span_corruption", max_seq_length=48, noise_density=0.15,
-                                      mean_noise_span_length=3.0, document_mask=document_mask),
-        )
-        examples = span_corruption(recipe, corpus, t5_tokenizer)
+        recipe = SimpleNamespace(data=SimpleNamespace(text_column="text", preprocessing_num_workers=None))
+        objective = SpanCorruptionObjectiveSection(name="span_corruption", max_seq_length=48, noise_density=0.15,
+                                                   mean_noise_span_length=3.0, document_mask=document_mask)
+        examples = objective.examples(recipe, corpus, t5_tokenizer)
         block = examples.train[0]["input_ids"]
         assert (eos in block) == document_mask
         assert examples.collator.document_mask == document_mask

@@ -186,7 +186,6 @@ def test_whole_word_masking_keeps_80_10_10_per_word(bert_tokenizer):
 def test_recipe_wiring_and_bad_values(bert_tokenizer):
     import datasets
 
-    from hfpipe.pretrain import AUTO_CLASS, OBJECTIVES
     from hfpipe.recipes import Recipe
 
     def recipe(**objective):
@@ -197,10 +196,11 @@ def test_recipe_wiring_and_bad_values(bert_tokenizer):
     vocab = bert_tokenizer.convert_ids_to_tokens(list(range(VOCAB)))
     rng = np.random.default_rng(6)
     texts = [" ".join(vocab[int(t)] for t in rng.integers(FIRST_WORD, FIRST_PIECE, 60)) for _ in range(20)]
-    examples = OBJECTIVES["span_mlm"](r, datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}),
-                                      bert_tokenizer)
+    examples = r.objective.examples(r, datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}),
+                                    bert_tokenizer)
     collator = examples.collator
-    assert isinstance(collator, DataCollatorForSpanMasking) and AUTO_CLASS["span_mlm"] is AUTO_CLASS["mlm"]
+    assert isinstance(collator, DataCollatorForSpanMasking)
+    assert r.objective.auto_class == recipe(name="mlm").objective.auto_class == "AutoModelForMaskedLM"
     assert (collator.geometric_p, collator.max_span_length) == (0.3, 4)
     row = examples.train[0]["input_ids"]
     assert len(row) == 40 and row[0] == CLS and row[-1] == SEP

@@ -49,15 +49,13 @@ def _ids(dataset, column="input_ids"):
 @pytest.mark.parametrize("objective, family", [("clm", "decoder"), ("span_corruption", "seq2seq"),
                                                ("prefix_lm", "seq2seq"), ("mlm", "encoder")])
 def test_streamed_objectives_cut_the_same_blocks_as_the_map_style_path(shards, tokenizers, objective, family, tmp_path):
-    from hfpipe.pretrain import OBJECTIVES
-
     recipe = _recipe(objective, family)
     tokenizer = tokenizers[family]
     mapped = load_text_dataset(files=shards, validation_split_percentage=0, cache_dir=str(tmp_path))
     streamed = load_text_dataset(files=shards, streaming=True)
     assert isinstance(streamed["train"], datasets.IterableDataset) and streamed["train"].n_shards == 4
-    examples_map = OBJECTIVES[objective](recipe, dict(mapped), tokenizer)
-    examples_stream = OBJECTIVES[objective](recipe, dict(streamed), tokenizer)
+    examples_map = recipe.objective.examples(recipe, dict(mapped), tokenizer)
+    examples_stream = recipe.objective.examples(recipe, dict(streamed), tokenizer)
     blocks_map, blocks_stream = _ids(examples_map.train), _ids(examples_stream.train)
     assert len(blocks_map) > 20
     assert blocks_stream == blocks_map  # same blocks, same order
@@ -76,11 +74,9 @@ def test_streamed_objectives_cut_the_same_blocks_as_the_map_style_path(shards, t
 def test_streamed_bert_pairs_equal_the_pairs_of_the_same_documents_in_order(shards, tokenizers, objective, tmp_path):
     from hfpipe.data.tokenized import sentences_dataset
     from hfpipe.data.nsp import BertPretrainingPairs
-    from hfpipe.pretrain import OBJECTIVES
-
     recipe = _recipe(objective, "encoder")
     tokenizer = tokenizers["encoder"]
-    streamed = OBJECTIVES[objective](recipe, dict(load_text_dataset(files=shards, streaming=True)), tokenizer)
+    streamed = recipe.objective.examples(recipe, dict(load_text_dataset(files=shards, streaming=True)), tokenizer)
     documents = sentences_dataset(load_text_dataset(files=shards, validation_split_percentage=0,
                                                     cache_dir=str(tmp_path))["train"], tokenizer)
     builder = BertPretrainingPairs(tokenizer, max_seq_length=64, sentence_order=objective == "sop", seed=3)
@@ -165,11 +161,11 @@ def test_each_process_reads_disjoint_files(shards):
 
 def test_resumable_stream_position_continues_exactly(shards, tokenizers):
     from hfpipe.data.streaming import ResumableStream
-    from hfpipe.pretrain import OBJECTIVES
 
     def stream():
         documents = load_text_dataset(files=shards, streaming=True)["train"].take(20)  # a short stream: passes
-        examples = OBJECTIVES["clm"](_recipe("clm", "decoder"), {"train": documents}, tokenizers["decoder"])
+        recipe = _recipe("clm", "decoder")
+        examples = recipe.objective.examples(recipe, {"train": documents}, tokenizers["decoder"])
         return ResumableStream(examples.train, batch_size=4, counters=examples.counters)
 
     straight = stream()

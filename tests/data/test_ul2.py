@@ -240,7 +240,6 @@ def test_a_checkpoint_gets_embedding_rows_for_the_added_tokens(tmp_path):
     import transformers
 
     import hfpipe
-    from hfpipe.pretrain import build_model
     from hfpipe.recipes import Recipe
 
     tokenizer = make_t5_tokenizer()
@@ -251,10 +250,10 @@ def test_a_checkpoint_gets_embedding_rows_for_the_added_tokens(tmp_path):
                                "objective": {"name": "ul2", "max_seq_length": 512}})
     added = add_ul2_tokens(tokenizer, UL2_DENOISERS, 512)
     assert added == 30 and len(tokenizer) == 330
-    model = build_model(recipe, tokenizer, 512, added)
+    model = recipe.objective.build_model(recipe, tokenizer, added)
     assert model.get_input_embeddings().weight.shape[0] == 330 and model.config.vocab_size == 330
     with pytest.raises(InputError, match="330 entries but the embedding"):
-        build_model(recipe, tokenizer, 512)  # tokens the objective did not add are a mismatched tokenizer
+        recipe.objective.build_model(recipe, tokenizer)  # tokens the objective did not add are a mismatched tokenizer
 
 
 @pytest.mark.parametrize(("override", "message"), [
