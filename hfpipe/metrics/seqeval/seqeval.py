@@ -33,7 +33,9 @@ import warnings
 import datasets
 import evaluate
 from seqeval.metrics import accuracy_score, classification_report
-from seqeval.metrics.sequence_labeling import get_entities  # the chunking, for tests and readers
+# get_entities: the chunking, for tests and readers (no comment on an import line: evaluate reads one as
+# the pip name it tells users to install)
+from seqeval.metrics.sequence_labeling import get_entities
 
 _DESCRIPTION = """\
 Entity-level precision, recall and F1 for sequence labelling (named entities, chunks), computed as
