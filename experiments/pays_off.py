@@ -127,13 +127,17 @@ def run_jobs(jobs: list[tuple], parallel: int) -> None:
               for key, out, recipe in batch}, logs)
 
 
-def collect(jobs: list[tuple], epochs_of=epochs_for) -> dict:
-    """arm -> "task" or "task-labels" -> {pretrained: [scores], random: [scores], labels, epochs}."""
+def collect(jobs: list[tuple]) -> dict:
+    """arm -> "task" or "task-labels" -> {pretrained: [scores], random: [scores], labels, epochs}; the
+    epochs as each run's recipe says."""
+    import yaml
+
     results: dict = {}
-    for (arm, task, count, init, seed), out, _ in jobs:
+    for (arm, task, count, init, seed), out, recipe in jobs:
         entry = results.setdefault(arm, {}).setdefault(f"{task}-{count}" if count else task, {})
         entry.setdefault(init, []).append(100 * read_json(out / "eval_results.json")[METRIC[task]])
-        entry.update(task=task, labels=count, epochs=epochs_of(count) if count else 3)
+        epochs = yaml.safe_load(recipe.read_text(encoding="utf-8"))["train"]["num_train_epochs"]
+        entry.update(task=task, labels=count, epochs=epochs)
     return results
 
 
@@ -192,7 +196,7 @@ def adapt(labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int, budget
     jobs = jobs_of("minilm", ("sst2",), labels, seeds, adapted, base, learning_rate=MINILM_LEARNING_RATE,
                    epochs_of=minilm_epochs, pooling=None)
     run_jobs(jobs, parallel)
-    results = collect(jobs, epochs_of=minilm_epochs)
+    results = collect(jobs)
     train = read_json(adapted / "train_results.json")
     save("adapt", {"finetune": results["minilm"], "steps": read_json(adapted / "trainer_state.json")["global_step"],
                    "minutes": train["train_runtime"] / 60, "eval": read_json(adapted / "eval_results.json")})
