@@ -2,7 +2,7 @@
 
 ``import hfpipe`` registers the three model families (model_type ``hfpipe_encoder``,
 ``hfpipe_decoder``, ``hfpipe_seq2seq``) with transformers' Auto classes, and hfpipe's pretraining
-objectives (hfpipe/objectives/) with the recipe schema.
+objectives (hfpipe/objectives/) and finetuning tasks (hfpipe/tasks/) with the recipe schema.
 """
 
 import importlib
@@ -13,7 +13,7 @@ keep_bitsandbytes_off_the_hub()  # before transformers can import peft, and peft
 
 from .models import *  # noqa: F401,F403,E402  (registers the Auto classes)
 from .models import __all__ as _model_names  # noqa: E402
-from . import objectives  # noqa: E402,F401  (registers the pretraining objectives: recipes name them)
+from . import objectives, tasks  # noqa: E402,F401  (registers the objectives and tasks: recipes name them)
 
 __version__ = "0.1.0"
 

@@ -26,6 +26,21 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture
+def register_plugin():
+    """``register_plugin(registry, member)``: a plug-in (an objective, a task) registered for one test."""
+    added = []
+
+    def register(registry, member):
+        registry.register(member)
+        added.append((registry, member))
+        return member
+
+    yield register
+    for registry, member in added:
+        registry.unregister(member)
+
+
 def pytest_collection_modifyitems(config, items):
     # Slow end-to-end tests first (a stable sort; every xdist worker collects the same order): the
     # longest jobs start early, so the two workers finish together instead of one running a

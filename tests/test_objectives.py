@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 import yaml
+from tiny_runs import four_steps
 
 import hfpipe  # noqa: F401  (registers the built-in objectives)
 from hfpipe.errors import InputError
@@ -48,10 +49,8 @@ class BackwardsLmObjectiveSection(Objective):
 
 
 @pytest.fixture
-def toy_objective():
-    OBJECTIVES.register(BackwardsLmObjectiveSection)  # the one registry line
-    yield BackwardsLmObjectiveSection
-    OBJECTIVES.unregister(BackwardsLmObjectiveSection)
+def toy_objective(register_plugin):
+    return register_plugin(OBJECTIVES, BackwardsLmObjectiveSection)  # the one registry line
 
 
 def recipe(tmp_path, **objective):
@@ -59,9 +58,7 @@ def recipe(tmp_path, **objective):
             "objective": {"name": "toy_backwards_lm", "max_seq_length": 32, **objective},
             "tokenizer": {"vocab_size": 300},
             "data": {"validation_samples": 8},
-            "train": {"output_dir": str(tmp_path / "run"), "max_steps": 4, "per_device_train_batch_size": 4,
-                      "per_device_eval_batch_size": 4, "learning_rate": 1e-3, "logging_steps": 2, "eval_steps": 4,
-                      "save_steps": 4, "report_to": [], "seed": 3}}
+            "train": four_steps(tmp_path / "run", batch_size=4)}
 
 
 def test_a_registered_objective_is_a_recipe_section_with_its_keys_and_checks(toy_objective, tmp_path):

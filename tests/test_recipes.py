@@ -225,7 +225,8 @@ def test_missing_required_keys(tmp_path):
         tmp_path, {"kind": "finetune", "model": {}, "task": {"name": "rte"}})
     assert "objective: required for kind: pretrain" in error_of(tmp_path, {"kind": "pretrain", "model": {"family": "decoder"}})
     assert "task: required for kind: finetune" in error_of(tmp_path, {"kind": "finetune", "model": {"family": "encoder"}})
-    assert "task.name: missing required key (a string)" in error_of(
+    assert "task.name: missing required key (one of cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli, squad, " \
+        "squad_v2, sft, ner, pos, dpo)" in error_of(
         tmp_path, {"kind": "finetune", "model": {"family": "encoder"}, "task": {"max_seq_length": 64}})
 
 

@@ -37,15 +37,12 @@ The package: ``engine`` (the typed-YAML engine, nothing hfpipe-specific), ``sche
 (loading: ``--set``, CLI options, ``--smoke``; machine checks).
 """
 
+from . import rules  # noqa: F401  (hands Recipe its cross-field rules)
 from .policy import CLI_OVERRIDE_KEYS, check_machine, load_recipe, smoke_overrides
-from .rules import glue_task_names
 from .schema import (
     DEFAULT_VOCAB_SIZE,
     OBJECTIVES,
-    DPO_TASK,
-    SFT_TASK,
-    SQUAD_TASKS,
-    TAGGING_TASKS,
+    TASKS,
     DataSection,
     HubSection,
     IclSection,
@@ -72,16 +69,12 @@ __all__ = [
     "PeftSection",
     "QuantizationSection",
     "Recipe",
-    "DPO_TASK",
-    "SFT_TASK",
-    "SQUAD_TASKS",
     "SourceSection",
-    "TAGGING_TASKS",
+    "TASKS",
     "TaskSection",
     "TokenizerSection",
     "TrainSection",
     "check_machine",
-    "glue_task_names",
     "load_recipe",
     "smoke_overrides",
 ]

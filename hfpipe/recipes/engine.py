@@ -188,10 +188,17 @@ def apply_override(root: type, raw: dict[str, Any], dotted: str, value: Any, whe
 class Registry(Mapping):
     """A tagged union whose members register themselves: ``field: Annotated[Base, registry]`` in a schema
     is the union of the dataclasses registered so far (subclasses of ``Base``, each with ``<tag>:
-    Literal["<value>"]``), and the registry maps each tag value to its member."""
+    Literal["<value>"]``), and the registry maps each tag value to its member.
 
-    def __init__(self, base: type, tag: str):
+    ``noun`` names the members in the message for an unknown tag ("unknown task 'x'; known: ...").
+    ``keeps_defaults``: another member's key is dropped, not refused, while it holds that member's
+    default: documents written when the members were one flat section (every key at its default) still
+    load, and a key the user set for another member is still refused."""
+
+    def __init__(self, base: type, tag: str, noun: str | None = None, keeps_defaults: bool = False):
         self.base, self.tag, self._members = base, tag, {}
+        self.noun, self.keeps_defaults = noun, keeps_defaults
+        _REGISTRIES.append(self)
 
     def register(self, member: type) -> type:
         """Add ``member`` (usable as a class decorator); a tag value registered twice is refused."""
@@ -225,6 +232,20 @@ class Registry(Mapping):
 
     # one registry is one union: identity, so that Annotated[Base, registry] can be hashed
     __eq__, __hash__ = object.__eq__, object.__hash__
+
+
+_REGISTRIES: list[Registry] = []
+
+
+def _registry_of(members: Iterable[type]) -> Registry | None:
+    """The registry whose union ``members`` are (None for a union written out in the schema)."""
+    members = tuple(members)
+    return next((r for r in _REGISTRIES if members and all(issubclass(m, r.base) for m in members)), None)
+
+
+def _default_of(member: type, name: str) -> Any:
+    f = next(f for f in dataclasses.fields(member) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _resolve(hint: Any) -> Any:
@@ -443,6 +464,7 @@ def _build_tagged(hint: Any, raw: Any, key: str, where: str) -> Any:
     if not isinstance(raw, Mapping):
         raise InputError(f"{where}: {key}: expected a mapping, got {show(raw)}")
     members, tags = sections_of(hint), Literal[tuple(choices)]
+    registry = _registry_of(members)
     every_key = field_types(members)
     value = raw.get(tag)
     if not (isinstance(value, Hashable) and value in choices):  # unknown keys first, then the tag's own message
@@ -451,20 +473,28 @@ def _build_tagged(hint: Any, raw: Any, key: str, where: str) -> Any:
                 raise unknown_key(members, name, key + ".", where)
         if tag not in raw:
             raise InputError(f"{where}: {key}.{tag}: missing required key ({describe(tags)})")
+        if registry is not None and registry.noun and isinstance(value, str):
+            raise InputError(f"{where}: {key}.{tag}: unknown {registry.noun} {show(value)}"
+                             f"{did_you_mean(value, choices)}; known: " + ", ".join(map(str, choices)))
         value = coerce(value, tags, f"{key}.{tag}", where)  # raises "expected one of ...", or reads YAML's `no`
     chosen = choices[value]
     options = [f.name for f in dataclasses.fields(chosen)]
+    kept = {}
     for name in raw:
         if name in options:
+            kept[name] = raw[name]
             continue
         if name not in every_key:  # the closest of the chosen member's keys, else of any member's
             near = closest(name, options) or not closest(name, every_key)
             raise unknown_key((chosen,) if near else members, name, key + ".", where)
-        applies = ", ".join(str(v) for v, m in choices.items() if name in hints(m))
+        owners = [m for m in members if name in hints(m)]
+        if registry is not None and registry.keeps_defaults and any(raw[name] == _default_of(m, name) for m in owners):
+            continue
+        applies = ", ".join(str(v) for v, m in choices.items() if m in owners)
         own = ", ".join(o for o in options if o != tag) or "none"
         raise InputError(f"{where}: {key}.{name}: has no effect with {key}.{tag}: {value} (it applies to {applies}); "
                          f"remove it ({value}'s options: {own})")
-    return build(chosen, {**raw, tag: value}, key + ".", where)
+    return build(chosen, {**kept, tag: value}, key + ".", where)
 
 
 def _is_instance(value: Any, hint: Any) -> bool:

@@ -62,8 +62,6 @@ def validate_paths(r: Recipe, where: str) -> None:
         value = getattr(r, section).name_or_path
         if value is not None:
             check_model_path(value, f"{section}.name_or_path", where)
-    if getattr(r, "task", None) is not None and r.task.reference_model is not None:
-        check_model_path(r.task.reference_model, "task.reference_model", where)
     for key in ("train_files", "validation_files"):
         for i, name in enumerate(getattr(r.data, key)):
             check_data_file(name, f"data.{key}[{i}]", where)

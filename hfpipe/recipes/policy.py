@@ -10,7 +10,7 @@ from typing import Any
 
 from .engine import apply_override, error, flatten, parse_set, read_yaml
 from .paths import check_data_file
-from .schema import SQUAD_TASKS, Recipe
+from .schema import Recipe
 
 # Optimizer names (transformers OptimizerNames) that need a package or a device torch alone lacks:
 # checked against the machine before any work (no silent swaps).
@@ -121,8 +121,7 @@ def smoke_overrides(recipe: Recipe, keep_model: bool = False) -> dict[str, Any]:
         out["icl.max_eval_samples"] = min(recipe.icl.max_eval_samples or 32, 32)
     elif recipe.task is not None:
         out["task.max_seq_length"] = min(recipe.task.max_seq_length, 128)
-        if recipe.task.name in SQUAD_TASKS:
-            out["task.doc_stride"] = min(recipe.task.doc_stride, 32)
+        out.update(recipe.task.smoke_overrides())
     data = recipe.data
     if not data.train_files and not data.validation_files:
         out.update({"data.dataset": None, "data.dataset_config": None})

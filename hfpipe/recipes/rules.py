@@ -4,55 +4,21 @@ other keys; run by ``Recipe.from_dict`` after every field has its type."""
 from __future__ import annotations
 
 import dataclasses
-import string
 
-from hfpipe.errors import InputError
 
 from .engine import coerce, did_you_mean, error, flatten, hint_for, sections_of, show
 from .paths import check_data_file, validate_paths
-from .schema import (
-    DEFAULT_VOCAB_SIZE,
-    OBJECTIVES,
-    DPO_TASK,
-    SFT_TASK,
-    SQUAD_TASKS,
-    TAGGING_TASKS,
-    IclSection,
-    Recipe,
-    TaskSection,
-    TrainSection,
-)
-
-_TAGS_COLUMN = {"ner": "ner_tags", "pos": "pos_tags"}  # the Hub's CoNLL-2003 columns: task.tags_column's default
-_SINGLE_SENTENCE_GLUE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
-_ICL_PLACEHOLDERS = ("text", "text_a", "text_b", "label")
-
-
-def glue_task_names() -> tuple[str, ...]:
-    """The nine GLUE task names, from hfpipe.tasks.glue's table."""
-    from hfpipe.tasks.glue import GLUE_TASKS  # here, not at the top: tasks' modules import the recipes
-
-    return tuple(GLUE_TASKS)
-
+from .schema import DEFAULT_VOCAB_SIZE, OBJECTIVES, TASKS, IclSection, Recipe, TrainSection
 
 # Keys that act only for some values of a selector: set to anything but their default elsewhere, they
 # would do nothing, so the recipe is refused (a key the user believes in must not be silently ignored).
-# (The objective's keys need no entry: each objective is its own section, see schema.OBJECTIVES.)
+# (The objective's and the task's keys need no entry: each is its own section, see schema.OBJECTIVES
+# and schema.TASKS.)
 _APPLIES_TO = {
     ("peft", "method"): {
         "r": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",), "target_modules": ("lora", "ia3"),
         "num_virtual_tokens": ("prefix_tuning", "prompt_tuning"), "prompt_tuning_init_text": ("prompt_tuning",),
         "modules_to_save": ("lora", "ia3"),
-    },
-    ("task", "name"): {
-        "doc_stride": ("squad", "squad_v2"), "n_best_size": ("squad", "squad_v2"),
-        "max_answer_length": ("squad", "squad_v2"), "null_score_diff_threshold": ("squad_v2",),
-        "instruction_column": ("sft",), "response_column": ("sft",), "chat_template": ("sft",),
-        "context_column": ("sft",),
-        "label_all_tokens": TAGGING_TASKS, "tokens_column": TAGGING_TASKS, "tags_column": TAGGING_TASKS,
-        "conll_tag_column": TAGGING_TASKS,
-        **{key: (DPO_TASK,) for key in ("beta", "dpo_loss", "reference_model", "prompt_column", "chosen_column",
-                                        "rejected_column")},
     },
 }
 
@@ -89,7 +55,7 @@ def validate(r: Recipe, where: str) -> None:
         if r.objective is not None:
             raise error(where, "objective", f"only for kind: pretrain, got kind: {r.kind}")
         if r.task is None:
-            raise error(where, "task", f"required for kind: {r.kind} (task.name: a GLUE task, squad, squad_v2, sft, ner or pos)")
+            raise error(where, "task", f"required for kind: {r.kind} (task.name: one of {', '.join(_task_names(r.kind))})")
         _validate_task(r, where)
     if r.kind != "icl" and r.icl is not None:
         raise error(where, "icl", f"only for kind: icl, got kind: {r.kind}")
@@ -127,79 +93,30 @@ def validate(r: Recipe, where: str) -> None:
             coerce(value, hint, key, f"{where}: smoke")
 
 
+def _task_names(kind: str) -> list[str]:
+    return [name for name, task in TASKS.items() if kind in task.kinds]
+
+
 def _validate_task(r: Recipe, where: str) -> None:
     task, family = r.task, r.model.family
-    valid = (*glue_task_names(), *SQUAD_TASKS) + ((SFT_TASK, *TAGGING_TASKS, DPO_TASK) if r.kind == "finetune" else ())
+    valid = _task_names(r.kind)
     if task.name not in valid:
         raise error(where, "task.name", f"unknown task {show(task.name)}{did_you_mean(task.name, valid)}; known: "
                      + ", ".join(valid))
-    if task.name in SQUAD_TASKS and task.doc_stride >= task.max_seq_length:
-        raise error(where, "task.doc_stride",
-                     f"must be smaller than task.max_seq_length ({task.max_seq_length}), got {task.doc_stride}")
-    if task.name == SFT_TASK and family != "decoder":
-        raise error(where, "model.family", f"sft (instruction tuning) trains a decoder, got {family}")
-    if task.name == DPO_TASK and family != "decoder":
-        raise error(where, "model.family", f"dpo (preference finetuning) trains a decoder, got {family}")
-    if task.name in TAGGING_TASKS and family != "encoder" and r.model.name_or_path is None:
-        # hfpipe's decoder and seq2seq have no token-classification head; a checkpoint whose
-        # transformers family has one (checked when it loads) may still be used.
-        raise error(where, "model.family", f"{task.name} (token tagging) needs an encoder to train from scratch, got "
-                     f"{family}; or give model.name_or_path a checkpoint with a token-classification head")
+    task.check(r, where)
     if task.pair_format == "gpt" and family != "decoder":
         raise error(where, "task.pair_format",
                      f"gpt ([START] a [DELIM] b [EXTRACT], GPT-1) is for decoders, got model.family: {family}")
     if task.text_to_text and family != "seq2seq":
         raise error(where, "task.text_to_text", f"text-to-text needs model.family: seq2seq, got {family}")
-    if task.name in SQUAD_TASKS and family == "seq2seq":
-        if task.text_to_text is False:
-            raise error(where, "task.text_to_text", "an encoder-decoder answers SQuAD by generating the answer's "
-                         "text: expected true (span extraction needs model.family encoder or decoder)")
-        defaults = TaskSection(name=task.name)
-        for key in ("n_best_size", "null_score_diff_threshold"):
-            if getattr(task, key) != getattr(defaults, key):
-                raise error(where, f"task.{key}", "scores extracted spans and has no effect on generated "
-                             "answers (text-to-text SQuAD); remove it")
 
 
 def _validate_icl(r: Recipe, where: str) -> None:
-    task, icl = r.task, r.icl or IclSection()
     if r.model.family == "encoder":
         raise error(where, "model.family", "icl scores label words with a language model: needs decoder or seq2seq")
     if r.peft.method != "none":
         raise error(where, "peft.method", "icl trains nothing: expected none")
-    if task.name in SQUAD_TASKS or task.name == "stsb":
-        raise error(where, "task.name",
-                     f"icl compares label words: expected a GLUE classification task, got {task.name}")
-    if icl.template is not None:
-        try:
-            names = {f for _, f, _, _ in string.Formatter().parse(icl.template) if f is not None}
-        except ValueError as e:
-            raise error(where, "icl.template",
-                         f"not a valid template ({e}); write literal braces as {{{{ and }}}}") from None
-        unknown = sorted(names - set(_ICL_PLACEHOLDERS))
-        if unknown:
-            raise error(where, "icl.template", f"unknown placeholder {{{unknown[0]}}}; allowed: "
-                         + ", ".join("{" + p + "}" for p in _ICL_PLACEHOLDERS))
-        if "label" not in names:
-            raise error(where, "icl.template", "must contain {label} (where the label word goes)")
-        if task.name in _SINGLE_SENTENCE_GLUE and "text_b" in names:
-            raise error(where, "icl.template", f"{task.name} has one text: use {{text}}, not {{text_b}}")
-        if task.name not in _SINGLE_SENTENCE_GLUE and not {"text_a", "text_b"} <= names:
-            raise error(where, "icl.template", f"{task.name} classifies a pair: use {{text_a}} and {{text_b}}")
-    if icl.verbalizer is not None:
-        labels = _glue_label_names(task.name)
-        if labels is not None and set(icl.verbalizer) != set(labels):
-            raise error(where, "icl.verbalizer", f"expected one word for each label of {task.name}: "
-                         + ", ".join(labels) + f"; got {', '.join(icl.verbalizer)}")
-
-
-def _glue_label_names(task: str) -> list[str] | None:
-    """Label names from hfpipe.tasks.glue's table (None for a task without names: STS-B's scores)."""
-    from hfpipe.tasks.glue import GLUE_TASKS
-
-    info = GLUE_TASKS.get(task)
-    names = getattr(info, "label_names", None)
-    return [str(n) for n in names] if names else None
+    r.task.check_icl(r, where)
 
 
 def _validate_train(t: TrainSection, where: str) -> None:
@@ -270,7 +187,9 @@ def resolve_defaults(r: Recipe) -> None:
             r.task.text_to_text = family == "seq2seq"
         if r.task.pair_format is None:
             r.task.pair_format = "gpt" if family == "decoder" else "plain"
-        if r.task.tags_column is None and r.task.name in TAGGING_TASKS:
-            r.task.tags_column = _TAGS_COLUMN[r.task.name]
+        r.task.resolve_defaults(r)
     if r.kind == "icl" and r.icl is None:
         r.icl = IclSection()
+
+
+Recipe.validate_rules, Recipe.resolve_defaults = staticmethod(validate), staticmethod(resolve_defaults)

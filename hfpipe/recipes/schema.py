@@ -1,12 +1,14 @@
 """The recipe's schema: one dataclass per section, each field with its type, default and a one-line comment.
 
 ``Recipe.from_dict`` builds one with the typed-YAML engine (:mod:`hfpipe.recipes.engine`), then
-applies the cross-field rules and the defaults that depend on other keys (:mod:`hfpipe.recipes.rules`).
+applies the cross-field rules and the defaults that depend on other keys (:mod:`hfpipe.recipes.rules`,
+which registers them here).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -30,10 +32,6 @@ Size = Literal["tiny", "small", "base", "large"]
 PeftMethod = Literal["none", "lora", "prefix_tuning", "prompt_tuning", "ia3"]
 MixedPrecision = Literal["no", "bf16", "fp16"]
 
-SQUAD_TASKS = ("squad", "squad_v2")
-SFT_TASK = "sft"  # instruction tuning (hfpipe.tasks.sft)
-TAGGING_TASKS = ("ner", "pos")  # token tagging: named entities, part of speech (hfpipe.tasks.tagging)
-DPO_TASK = "dpo"  # preference finetuning (hfpipe.tasks.dpo, through trl)
 DEFAULT_VOCAB_SIZE = {"encoder": 30522, "decoder": 50257, "seq2seq": 32000}  # BERT, GPT-2, T5
 
 
@@ -107,28 +105,35 @@ class DataSection:
 
 @dataclass
 class TaskSection:
-    name: str  # cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft|ner|pos|dpo; required
+    """What every finetuning task has. Each task is a subclass in ``hfpipe/tasks/<name>.py`` with
+    ``name: Literal[...]`` (its names) and its own keys, registered in :data:`TASKS`; ``task.name`` picks it.
+    Another task's key is refused when set (it would do nothing); at its default it is dropped, so the
+    recipe.yaml of runs from before the split (one flat section, every key written) still loads. The
+    checks are the recipe's; what a task does with data and models is hfpipe.tasks.base.Task's."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("finetune",)  # the recipe kinds that take it (icl: GLUE)
+
+    name: str  # one of TASKS: cola|sst2|mrpc|qqp|stsb|mnli|qnli|rte|wnli|squad|squad_v2|sft|ner|pos|dpo; required
     max_seq_length: int = checked(128, AT_LEAST_ONE)  # tokens per (pair of) input text(s)
-    doc_stride: int = checked(128, AT_LEAST_ONE)  # SQuAD: overlap between windows of a long context
-    n_best_size: int = checked(20, AT_LEAST_ONE)  # SQuAD: start/end candidates kept per window
-    max_answer_length: int = checked(30, AT_LEAST_ONE)  # SQuAD: longest answer in tokens
-    null_score_diff_threshold: float = 0.0  # SQuAD v2: predict "" when null score - best span > this
     pair_format: Literal["plain", "gpt"] | None = None  # gpt: [START] a [DELIM] b [EXTRACT] (GPT-1); None: gpt for decoders
     text_to_text: bool | None = None  # seq2seq: labels as words, generated (T5); None: true for seq2seq
-    instruction_column: str = "instruction"  # sft: the JSON key / dataset column of the instruction
-    response_column: str = "response"  # sft: ... of the response (the only tokens with a loss)
-    context_column: str | None = "context"  # sft: an optional passage joined to the instruction (Dolly); None: ignore
-    chat_template: str | None = None  # sft: Jinja chat template; None: the tokenizer's own, else hfpipe's plain one
-    label_all_tokens: bool = False  # ner/pos: label every word piece (B- -> I- after the first), not the first only
-    tokens_column: str = "tokens"  # ner/pos: the dataset/JSON column of a sentence's words
-    tags_column: str | None = None  # ner/pos: ... of its tags (ClassLabel ids or names); None: ner_tags / pos_tags
-    conll_tag_column: int = -1  # ner/pos, CoNLL text files: the tags' column (word = 0); -1: the last (NER), 1: POS
-    beta: float = checked(0.1, POSITIVE)  # dpo: how far the policy may move from the reference (IPO: its tau)
-    dpo_loss: Literal["sigmoid", "ipo"] = "sigmoid"  # dpo: sigmoid = DPO (Rafailov et al. 2023), ipo = IPO (Azar et al.)
-    reference_model: str | None = None  # dpo: the reference policy; None: the model as it starts (peft: the base)
-    prompt_column: str = "prompt"  # dpo: the JSON key / dataset column of the prompt
-    chosen_column: str = "chosen"  # dpo: ... of the preferred completion
-    rejected_column: str = "rejected"  # dpo: ... of the other completion
+
+    def check(self, recipe, where: str) -> None:
+        """Rules between this task's keys and the rest of the recipe (raise InputError)."""
+
+    def check_icl(self, recipe, where: str) -> None:
+        """Rules for in-context evaluation (kind: icl) of this task: its template and label words."""
+
+    def resolve_defaults(self, recipe) -> None:
+        """Fill in this task's defaults that depend on other keys (the saved recipe says what ran)."""
+
+    def smoke_overrides(self) -> dict[str, Any]:
+        """This task's keys that ``--smoke`` shrinks, as dotted keys."""
+        return {}
+
+
+# task.name -> its section: the tagged union of every registered task (hfpipe/tasks/)
+TASKS = Registry(TaskSection, "name", noun="task", keeps_defaults=True)
 
 
 @dataclass
@@ -261,7 +266,7 @@ class Recipe:
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
     objective: Annotated[ObjectiveSection, OBJECTIVES] | None = None  # required for pretrain, else not allowed; by name
     data: DataSection = field(default_factory=DataSection)
-    task: TaskSection | None = None  # required for finetune and icl; not allowed for pretrain
+    task: Annotated[TaskSection, TASKS] | None = None  # required for finetune and icl; not for pretrain; by name
     peft: PeftSection = field(default_factory=PeftSection)
     quantization: QuantizationSection = field(default_factory=QuantizationSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -269,17 +274,21 @@ class Recipe:
     hub: HubSection = field(default_factory=HubSection)
     smoke: dict[str, Any] = field(default_factory=dict)  # this recipe's own --smoke overrides: {dotted.key: value}
 
+    # The rules between keys, and the defaults that depend on other keys: hfpipe.recipes.rules, which reads
+    # the sections above, hands them over as it loads (with the recipes package), so the schema imports
+    # nothing of it.
+    validate_rules: ClassVar[Callable[[Recipe, str], None]]
+    resolve_defaults: ClassVar[Callable[[Recipe], None]]
+
     @classmethod
     def from_dict(cls, d: Any, source: str = "<dict>", cross_checks: bool = True) -> Recipe:
         """Validate a plain mapping (as parsed from YAML) and build the recipe; raise InputError.
         ``cross_checks=False`` checks keys and types only, not the rules between fields (--smoke's
         first pass: the rules then judge the recipe as smoke will run it)."""
-        from .rules import resolve_defaults, validate  # the rules read the sections defined here
-
         recipe = build(cls, d, "", source)
         if cross_checks:
-            validate(recipe, source)
-        resolve_defaults(recipe)
+            cls.validate_rules(recipe, source)
+        cls.resolve_defaults(recipe)
         return recipe
 
     def to_dict(self) -> dict[str, Any]:

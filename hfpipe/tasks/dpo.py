@@ -20,11 +20,17 @@ hfpipe's callbacks, and reports trl's held-out reward accuracy and margins.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 
 from ..errors import InputError
+from ..recipes.engine import POSITIVE, checked, error
+from ..recipes.paths import check_model_path
+from .base import Splits, Task, TaskRun, register
+from .embedded import embedded_preferences
 from .jsonl import json_lines
 
 logger = logging.getLogger("hfpipe.tasks.dpo")
@@ -160,25 +166,50 @@ def build_dpo_trainer(recipe, model, tokenizer, train, validation):
     return trainer
 
 
-def run_dpo(recipe, data, do_train: bool, resume_from):
-    """Train (or evaluate) a decoder on preference pairs with trl's DPOTrainer; metrics on the held-out
-    pairs: trl's rewards/accuracies (the share of pairs whose implicit reward ranks chosen first),
+# ---------------------------------------------------------------------------------- the task plug-in
+@register
+@dataclass
+class Dpo(Task):
+    """Preference finetuning (``task.name: dpo``) with trl's DPOTrainer; metrics on the held-out pairs:
+    trl's rewards/accuracies (the share of pairs whose implicit reward ranks chosen first),
     rewards/margins, the chosen and rejected rewards (beta x log-ratio) and the loss."""
-    from transformers import AutoModelForCausalLM
 
-    from ..adapters import prepare_quantized, quantization_config
-    from ..build import load_tokenizer_and_model
+    name: Literal["dpo"]
+    beta: float = checked(0.1, POSITIVE)  # dpo: how far the policy may move from the reference (IPO: its tau)
+    dpo_loss: Literal["sigmoid", "ipo"] = "sigmoid"  # dpo: sigmoid = DPO (Rafailov et al. 2023), ipo = IPO (Azar et al.)
+    reference_model: str | None = None  # dpo: the reference policy; None: the model as it starts (peft: the base)
+    prompt_column: str = "prompt"  # dpo: the JSON key / dataset column of the prompt
+    chosen_column: str = "chosen"  # dpo: ... of the preferred completion
+    rejected_column: str = "rejected"  # dpo: ... of the other completion
 
-    require_trl()  # before the model loads: a missing extra is one line
-    texts = lambda: (t for row in data.train or [] for t in (row["prompt"], row["chosen"], row["rejected"]))  # noqa: E731
-    tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForCausalLM, texts)
-    if quantization_config(recipe.quantization) is not None:
-        model = prepare_quantized(model)
-    validation = data.evaluation.get("validation")
-    trainer = build_dpo_trainer(recipe, model, tokenizer, data.train, validation)
-    train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
-    metrics = trainer.evaluate() if validation is not None else {}
-    return trainer, train_result, metrics, {}, tokenizer
+    def check(self, recipe, where: str) -> None:
+        if recipe.model.family != "decoder":
+            raise error(where, "model.family", f"dpo (preference finetuning) trains a decoder, got {recipe.model.family}")
+        if self.reference_model is not None:
+            check_model_path(self.reference_model, "task.reference_model", where)
+
+    def embedded_data(self, seed: int, num_train: int, num_eval: int) -> Splits:
+        return Splits(embedded_preferences(seed=seed, num_train=num_train, num_eval=num_eval), ["hfpipe-embedded"])
+
+    def load_data(self, recipe, train_files, validation_files, do_train) -> Splits:
+        return Splits(load_pairs(recipe, train_files, validation_files, do_train),
+                      [recipe.data.dataset or "local JSON lines"])
+
+    def run(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        from transformers import AutoModelForCausalLM
+
+        from ..adapters import prepare_quantized, quantization_config
+        from ..build import load_tokenizer_and_model
+
+        require_trl()  # before the model loads: a missing extra is one line
+        texts = lambda: (t for row in data.train or [] for t in (row["prompt"], row["chosen"], row["rejected"]))  # noqa: E731
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForCausalLM, texts)
+        if quantization_config(recipe.quantization) is not None:
+            model = prepare_quantized(model)  # the adapter comes with trl's trainer (build_dpo_trainer)
+        validation = data.evaluation.get("validation")
+        trainer = build_dpo_trainer(recipe, model, tokenizer, data.train, validation)
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        return TaskRun(trainer, train_result, trainer.evaluate() if validation is not None else {})
 
 
-__all__ = ["build_dpo_trainer", "checked_pairs", "load_pairs", "load_preference_jsonl", "require_trl", "run_dpo"]
+__all__ = ["build_dpo_trainer", "checked_pairs", "load_pairs", "load_preference_jsonl", "require_trl", "Dpo"]

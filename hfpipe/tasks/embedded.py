@@ -49,8 +49,8 @@ import datasets
 from hfpipe.data.embedded_corpus import embedded_corpus
 from hfpipe.data.sentences import split_sentences
 from hfpipe.errors import InputError
-from hfpipe.tasks.glue import get_glue_task, glue_features
-from hfpipe.tasks.squad import SQUAD_FEATURES, squad_version
+from hfpipe.tasks.glue_tasks import get_glue_task, glue_features
+from hfpipe.tasks.squad_format import SQUAD_FEATURES, squad_version
 
 __all__ = ["embedded_glue", "embedded_squad", "shuffle_words", "word_jaccard"]
 

@@ -9,7 +9,7 @@
 The encoder reads ``question: <question> context: <context>`` (T5, Raffel et al. 2020, appendix D)
 and the decoder writes the answer's text; SQuAD v2's questions without an answer have the target
 :data:`UNANSWERABLE`. Contexts longer than the window are cut into overlapping windows exactly as
-extractive SQuAD cuts them (:func:`hfpipe.tasks.squad._tokenize_windows`, ``doc_stride`` tokens
+extractive SQuAD cuts them (:func:`hfpipe.tasks.squad_format.tokenize_windows`, ``doc_stride`` tokens
 of overlap). In training a window that does not hold the whole answer learns
 :data:`UNANSWERABLE` under v2 and is left out under v1 (whose model never says it); the count is
 logged. At evaluation every window generates greedily and the question's answer is the
@@ -26,7 +26,7 @@ from typing import Any
 import datasets
 import torch
 
-from hfpipe.tasks.squad import _tokenize_windows
+from hfpipe.tasks.squad_format import tokenize_windows
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _windows(examples: Mapping[str, list], tokenizer, max_seq_length: int, doc_s
         "question": [QUESTION_PREFIX + q.strip() for q in examples["question"]],
         "context": [CONTEXT_PREFIX + c for c in examples["context"]],
     }
-    return _tokenize_windows(formatted, tokenizer, max_seq_length, doc_stride, pad_to_max_length=False)
+    return tokenize_windows(formatted, tokenizer, max_seq_length, doc_stride, pad_to_max_length=False)
 
 
 def _window_target(offsets, sequence_ids, context_id: int, answers: Mapping[str, list], version_2: bool) -> str | None:

@@ -20,16 +20,23 @@ name the file, line and value of a bad row, and pandas' parser reports neither.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import math
+import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from hfpipe.errors import InputError
+from hfpipe.recipes.engine import error
+from hfpipe.recipes.schema import IclSection
+
+from .base import Splits, Task, TaskRun, adapt, is_text_to_text, predict_splits, register
+from .embedded import embedded_glue
+from .glue_tasks import GLUE_TASKS, GlueTask, GlueTsvLayout, get_glue_task, glue_features  # noqa: F401 (re-exported)
 
 GLUE_HUB_ID = "nyu-mll/glue"
 
@@ -42,149 +49,6 @@ GPT_SPECIAL_TOKENS = (GPT_START_TOKEN, GPT_DELIM_TOKEN, GPT_EXTRACT_TOKEN)
 
 # T5's target for an example without a label (t5.data.preprocessors.glue).
 T5_UNKNOWN_TARGET = "<unk>"
-
-_GLUE_SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
-_MNLI_SPLIT_FILES = {
-    "train": "train.tsv",
-    "validation_matched": "dev_matched.tsv",
-    "validation_mismatched": "dev_mismatched.tsv",
-    "test_matched": "test_matched.tsv",
-    "test_mismatched": "test_mismatched.tsv",
-}
-
-
-@dataclass(frozen=True)
-class GlueTsvLayout:
-    """Where a task's fields sit in GLUE's original TSV files (as GLUE's download script writes them).
-
-    text_columns: the TSV header names holding the task's text fields, in the Hub's field order.
-    label_column: the header name of the gold label (absent from GLUE's unlabelled test.tsv).
-    headerless_columns: the positional column names of a file without a header line (CoLA's
-        train.tsv / dev.tsv only; its test.tsv has the header ``index sentence``).
-    split_files: file name of each split inside the task's GLUE folder.
-    """
-
-    folder: str
-    text_columns: tuple[str, ...]
-    label_column: str
-    headerless_columns: tuple[str, ...] | None = None
-    split_files: Mapping[str, str] = field(default_factory=lambda: dict(_GLUE_SPLIT_FILES), hash=False)
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    """One GLUE task.
-
-    text_fields: the Hub's text column names, in model-input order (text_a, text_b).
-    label_names: class names in the Hub's ClassLabel order (also T5's target words); None for the
-        STS-B regression.
-    metric_keys: what the glue metric returns for this task (``evaluate.load(glue, hub_config)``).
-    score_keys: the eval-result keys averaged into this task's GLUE score (GLUE's convention: the
-        mean of the task's metrics; MNLI averages matched and mismatched accuracy).
-    """
-
-    name: str
-    text_fields: tuple[str, ...]
-    label_names: tuple[str, ...] | None
-    metric_keys: tuple[str, ...]
-    score_keys: tuple[str, ...]
-    tsv: GlueTsvLayout
-
-    @property
-    def hub_config(self) -> str:
-        """The nyu-mll/glue configuration (and the glue metric's) for this task."""
-        return self.name
-
-    @property
-    def is_regression(self) -> bool:
-        return self.label_names is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.label_names is None else len(self.label_names)
-
-    @property
-    def main_metric(self) -> str:
-        """The metric to select checkpoints on (the first one GLUE reports for the task)."""
-        return self.metric_keys[0]
-
-    @property
-    def t5_prefix(self) -> str:
-        """T5's task prefix: the benchmark name itself ("sst2 sentence: ...")."""
-        return self.name
-
-    @property
-    def t5_target_words(self) -> tuple[str, ...] | None:
-        """T5's label words: the TFDS/Hub class names, in label order (t5.data.glue_utils)."""
-        return self.label_names
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(self.tsv.split_files)
-
-
-_NLI_LABELS = ("entailment", "not_entailment")
-
-GLUE_TASKS: dict[str, GlueTask] = {
-    task.name: task
-    for task in (
-        GlueTask(
-            "cola", ("sentence",), ("unacceptable", "acceptable"),
-            ("matthews_correlation",), ("matthews_correlation",),
-            GlueTsvLayout("CoLA", ("sentence",), "label",
-                          headerless_columns=("source", "label", "original_label", "sentence")),
-        ),
-        GlueTask(
-            "sst2", ("sentence",), ("negative", "positive"), ("accuracy",), ("accuracy",),
-            GlueTsvLayout("SST-2", ("sentence",), "label"),
-        ),
-        GlueTask(
-            "mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
-            ("f1", "accuracy"), ("f1", "accuracy"),
-            GlueTsvLayout("MRPC", ("#1 String", "#2 String"), "Quality"),
-        ),
-        GlueTask(
-            "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"),
-            ("f1", "accuracy"), ("f1", "accuracy"),
-            GlueTsvLayout("QQP", ("question1", "question2"), "is_duplicate"),
-        ),
-        GlueTask(
-            "stsb", ("sentence1", "sentence2"), None, ("pearson", "spearmanr"), ("pearson", "spearmanr"),
-            GlueTsvLayout("STS-B", ("sentence1", "sentence2"), "score"),
-        ),
-        GlueTask(
-            "mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-            ("accuracy",), ("accuracy", "accuracy_mm"),
-            GlueTsvLayout("MNLI", ("sentence1", "sentence2"), "gold_label", split_files=_MNLI_SPLIT_FILES),
-        ),
-        GlueTask(
-            "qnli", ("question", "sentence"), _NLI_LABELS, ("accuracy",), ("accuracy",),
-            GlueTsvLayout("QNLI", ("question", "sentence"), "label"),
-        ),
-        GlueTask(
-            "rte", ("sentence1", "sentence2"), _NLI_LABELS, ("accuracy",), ("accuracy",),
-            GlueTsvLayout("RTE", ("sentence1", "sentence2"), "label"),
-        ),
-        GlueTask(
-            # WNLI's order is the reverse of QNLI/RTE's: 1 = entailment, as in GLUE's files.
-            "wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ("accuracy",), ("accuracy",),
-            GlueTsvLayout("WNLI", ("sentence1", "sentence2"), "label"),
-        ),
-    )
-}
-
-
-def get_glue_task(task: str | GlueTask) -> GlueTask:
-    """The GLUE_TASKS entry for a name; accepts GLUE's folder spellings ("SST-2", "STS-B")."""
-    if isinstance(task, GlueTask):
-        return task
-    key = str(task).lower().replace("-", "").replace("_", "")
-    if key in GLUE_TASKS:
-        return GLUE_TASKS[key]
-    closest = difflib.get_close_matches(key, GLUE_TASKS, n=1, cutoff=0.0)
-    hint = f" (did you mean {closest[0]!r}?)" if closest else ""
-    raise InputError(f"unknown GLUE task {task!r}{hint}; expected one of {', '.join(GLUE_TASKS)}")
-
 
 # ----------------------------------------------------------------------------------------------
 # Loading
@@ -232,20 +96,6 @@ def load_glue(
             split: datasets.Dataset.from_dict(_read_tsv(spec, path, *layouts[split]), features=features)
             for split, path in files.items()
         }
-    )
-
-
-def glue_features(task: str | GlueTask):
-    """The Hub's ``datasets.Features`` for a task: text fields (string), label, idx (int32)."""
-    import datasets
-
-    spec = get_glue_task(task)
-    label = (
-        datasets.Value("float32") if spec.is_regression else datasets.ClassLabel(names=list(spec.label_names))
-    )
-    return datasets.Features(
-        {**{name: datasets.Value("string") for name in spec.text_fields}, "label": label,
-         "idx": datasets.Value("int32")}
     )
 
 
@@ -512,3 +362,176 @@ def glue_average(results_by_task: Mapping[str, Mapping[str, float]]) -> float:
             raise InputError(f"glue_average: results for {spec.name} lack {missing}; have {sorted(values)}")
         task_scores.append(float(np.mean([values[key] for key in spec.score_keys])))
     return float(np.mean(task_scores))
+
+
+# ---------------------------------------------------------------------------------- the task plug-in
+_SINGLE_SENTENCE = ("cola", "sst2")  # the other seven tasks classify a pair of texts
+_ICL_PLACEHOLDERS = ("text", "text_a", "text_b", "label")
+
+
+@register
+@dataclass
+class Glue(Task):
+    """The nine GLUE tasks: a classification (STS-B: regression) head on [CLS] (encoder), on the last
+    token (decoder; GPT-1's pair format by default), or label words generated (seq2seq, T5); GLUE's
+    metrics; one prediction line per validation row (``eval_predictions[_mm].jsonl``). Also the
+    tasks of in-context evaluation (``kind: icl``)."""
+
+    kinds = ("finetune", "icl")
+
+    name: Literal["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"]
+
+    @property
+    def spec(self) -> GlueTask:
+        return GLUE_TASKS[self.name]
+
+    def check_icl(self, recipe, where: str) -> None:
+        icl = recipe.icl or IclSection()
+        if self.spec.is_regression:
+            raise error(where, "task.name",
+                        f"icl compares label words: expected a GLUE classification task, got {self.name}")
+        if icl.template is not None:
+            try:
+                names = {f for _, f, _, _ in string.Formatter().parse(icl.template) if f is not None}
+            except ValueError as e:
+                raise error(where, "icl.template",
+                            f"not a valid template ({e}); write literal braces as {{{{ and }}}}") from None
+            unknown = sorted(names - set(_ICL_PLACEHOLDERS))
+            if unknown:
+                raise error(where, "icl.template", f"unknown placeholder {{{unknown[0]}}}; allowed: "
+                            + ", ".join("{" + p + "}" for p in _ICL_PLACEHOLDERS))
+            if "label" not in names:
+                raise error(where, "icl.template", "must contain {label} (where the label word goes)")
+            if self.name in _SINGLE_SENTENCE and "text_b" in names:
+                raise error(where, "icl.template", f"{self.name} has one text: use {{text}}, not {{text_b}}")
+            if self.name not in _SINGLE_SENTENCE and not {"text_a", "text_b"} <= names:
+                raise error(where, "icl.template", f"{self.name} classifies a pair: use {{text_a}} and {{text_b}}")
+        labels = [str(n) for n in self.spec.label_names]
+        if icl.verbalizer is not None and set(icl.verbalizer) != set(labels):
+            raise error(where, "icl.verbalizer", f"expected one word for each label of {self.name}: "
+                        + ", ".join(labels) + f"; got {', '.join(icl.verbalizer)}")
+
+    def embedded_data(self, seed: int, num_train: int, num_eval: int) -> Splits:
+        return Splits(embedded_glue(self.name, seed=seed, num_train=num_train, num_eval=num_eval), ["hfpipe-embedded"])
+
+    def load_data(self, recipe, train_files, validation_files, do_train) -> Splits:
+        data = recipe.data
+        if not (train_files or validation_files):
+            return Splits(load_glue(self.name, dataset=data.dataset, dataset_config=data.dataset_config),
+                          [data.dataset or GLUE_HUB_ID])
+        return Splits(load_glue(self.name, train_file=train_files[0] if train_files else None,
+                                validation_file=validation_files[0] if validation_files else None,
+                                validation_mismatched_file=validation_files[1] if len(validation_files) > 1 else None),
+                      ["local GLUE files"])
+
+    def run(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        if is_text_to_text(recipe):
+            return self._run_text_to_text(recipe, data, do_train, resume_from)
+        from transformers import (
+            AutoModelForSequenceClassification,
+            DataCollatorWithPadding,
+        )
+
+        from hfpipe.build import load_tokenizer_and_model
+        from hfpipe.metrics import load_metric
+        from hfpipe.training.trainer import build_trainer
+
+        spec, max_length = self.spec, self.max_seq_length
+        label_kwargs = {"num_labels": spec.num_labels}
+        if spec.label_names:
+            label_kwargs["id2label"] = dict(enumerate(spec.label_names))
+            label_kwargs["label2id"] = {name: i for i, name in enumerate(spec.label_names)}
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSequenceClassification, self._texts(data),
+                                                    **label_kwargs)
+        gpt_pairs = recipe.model.family == "decoder" and (self.pair_format or "gpt") == "gpt"
+        if gpt_pairs and tokenizer.add_tokens(list(GPT_SPECIAL_TOKENS), special_tokens=True):
+            model.resize_token_embeddings(len(tokenizer))
+        model = adapt(recipe, model, tokenizer)
+
+        def encode(batch):
+            a = batch[spec.text_fields[0]]
+            b = batch[spec.text_fields[1]] if len(spec.text_fields) > 1 else None
+            if gpt_pairs:
+                encoded = tokenizer([gpt_pair_text(x, y if b else None) for x, y in zip(a, b or a)],
+                                    truncation=True, max_length=max_length)
+            else:
+                encoded = tokenizer(a, b, truncation=True, max_length=max_length)
+            encoded["labels"] = batch["label"]
+            return encoded
+
+        def features(dataset):
+            return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
+
+        metric = load_metric("glue", spec.name)
+
+        def compute_metrics(eval_pred):
+            return metric.compute(predictions=predictions_from_logits(spec, eval_pred.predictions),
+                                  references=eval_pred.label_ids)
+
+        train = features(data.train) if data.train is not None else None
+        evaluation = {name: features(ds) for name, ds in data.evaluation.items()}
+        trainer, _ = build_trainer(recipe, model, tokenizer, train, next(iter(evaluation.values()), None),
+                                   DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics)
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        metrics, predictions = predict_splits(trainer, evaluation, lambda logits: predictions_from_logits(spec, logits))
+        return TaskRun(trainer, train_result, metrics, predictions)
+
+    def _run_text_to_text(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        """T5: the label as a word, generated and read back (an unreadable generation is invalid)."""
+        from transformers import (
+            AutoModelForSeq2SeqLM,
+            DataCollatorForSeq2Seq,
+            Seq2SeqTrainingArguments,
+        )
+
+        from hfpipe.build import load_tokenizer_and_model
+        from hfpipe.metrics import load_metric
+        from hfpipe.training.trainer import HfpipeSeq2SeqTrainer, build_trainer
+
+        spec, max_length = self.spec, self.max_seq_length
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSeq2SeqLM, self._texts(data))
+        model = adapt(recipe, model, tokenizer)
+        target_words = [text_to_text({**{f: "" for f in spec.text_fields}, "label": i}, spec)[1]
+                        for i in range(spec.num_labels)] if spec.label_names else ["5.0"]
+        target_length = max(len(tokenizer(w).input_ids) for w in target_words) + 2
+
+        def encode(batch):
+            pairs = [text_to_text(dict(zip(batch, values)), spec) for values in zip(*batch.values())]
+            encoded = tokenizer([s for s, _ in pairs], truncation=True, max_length=max_length)
+            encoded["labels"] = tokenizer([t for _, t in pairs], truncation=True, max_length=target_length)["input_ids"]
+            return encoded
+
+        def features(dataset):
+            return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="text-to-text")
+
+        def to_labels(generated):
+            generated = np.where(generated < 0, tokenizer.pad_token_id, generated)
+            return labels_from_texts(spec, tokenizer.batch_decode(generated, skip_special_tokens=True))
+
+        metric = load_metric("glue", spec.name)
+
+        def compute_metrics(eval_pred):
+            predictions, invalid = to_labels(eval_pred.predictions)
+            references, _ = to_labels(eval_pred.label_ids)
+            return {**metric.compute(predictions=predictions, references=references), "invalid_predictions": invalid}
+
+        train = features(data.train) if data.train is not None else None
+        evaluation = {name: features(ds) for name, ds in data.evaluation.items()}
+        trainer, _ = build_trainer(
+            recipe, model, tokenizer, train, next(iter(evaluation.values()), None),
+            DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=compute_metrics,
+            trainer_class=HfpipeSeq2SeqTrainer, args_class=Seq2SeqTrainingArguments,
+            extra_args={"predict_with_generate": True, "generation_max_length": target_length},
+        )
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        metrics, predictions = predict_splits(trainer, evaluation, lambda generated: np.array(to_labels(generated)[0]))
+        return TaskRun(trainer, train_result, metrics, predictions)
+
+    def _texts(self, data):
+        """The training texts (a tokenizer trained from scratch reads them)."""
+        return lambda: (t for row in data.train or [] for t in encoder_inputs(row, self.spec) if t)
+
+    def write_predictions(self, output_dir: Path, predictions: dict) -> None:
+        for split, values in (predictions or {}).items():
+            suffix = "_mm" if split.endswith("mismatched") else ""
+            write_predictions_jsonl(output_dir / f"eval_predictions{suffix}.jsonl", values, self.spec)

@@ -16,12 +16,18 @@ so the finetuned model is prompted exactly as it was trained.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 
 from ..errors import InputError
+from ..recipes.engine import error
+from .base import Splits, Task, TaskRun, adapt, register
+from .embedded import embedded_sft
 from .jsonl import json_lines
 
 logger = logging.getLogger("hfpipe.sft")
@@ -139,4 +145,122 @@ def tokenize_sft(dataset: datasets.Dataset, tokenizer, max_length: int, split: s
     return features
 
 
-__all__ = ["DEFAULT_CHAT_TEMPLATE", "load_sft_jsonl", "ensure_chat_template", "render", "sft_features", "tokenize_sft"]
+# ---------------------------------------------------------------------------------- the task plug-in
+SFT_GENERATION_SAMPLES = 8  # validation instructions answered greedily after training, for a look
+
+
+@register
+@dataclass
+class Sft(Task):
+    """Instruction tuning (``task.name: sft``): causal-LM loss on the response tokens of each pair; eval
+    loss, perplexity and a few greedy answers (eval_generations.jsonl)."""
+
+    name: Literal["sft"]
+    instruction_column: str = "instruction"  # sft: the JSON key / dataset column of the instruction
+    response_column: str = "response"  # sft: ... of the response (the only tokens with a loss)
+    context_column: str | None = "context"  # sft: an optional passage joined to the instruction (Dolly); None: ignore
+    chat_template: str | None = None  # sft: Jinja chat template; None: the tokenizer's own, else hfpipe's plain one
+
+    def check(self, recipe, where: str) -> None:
+        if recipe.model.family != "decoder":
+            raise error(where, "model.family", f"sft (instruction tuning) trains a decoder, got {recipe.model.family}")
+
+    def embedded_data(self, seed: int, num_train: int, num_eval: int) -> Splits:
+        return Splits(embedded_sft(seed=seed, num_train=num_train, num_eval=num_eval), ["hfpipe-embedded"])
+
+    def load_data(self, recipe, train_files, validation_files, do_train) -> Splits:
+        return Splits(_load_splits(recipe, train_files, validation_files, do_train),
+                      [recipe.data.dataset or "local JSON lines"])
+
+    def run(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+        from hfpipe.build import load_tokenizer_and_model
+        from hfpipe.training.results import add_perplexity, standard_metric_name
+        from hfpipe.training.trainer import build_trainer
+
+        texts = lambda: (t for row in data.train or [] for t in (row["instruction"], row["response"]))  # noqa: E731
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForCausalLM, texts)
+        ensure_chat_template(tokenizer, self.chat_template)  # saved with the tokenizer, for inference
+        model = adapt(recipe, model, tokenizer)
+        train = tokenize_sft(data.train, tokenizer, self.max_seq_length, "train") if data.train is not None else None
+        validation = data.evaluation.get("validation")
+        features = tokenize_sft(validation, tokenizer, self.max_seq_length, "validation") if validation is not None else None
+        # pads input_ids with the pad token and labels with -100: padding never enters the loss
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX)
+        trainer, _ = build_trainer(recipe, model, tokenizer, train, features, collator)
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        metrics = {}
+        if features is not None:
+            scores, _ = trainer.evaluate_once(features, predictions=False)  # the final step's pass, if it ran one
+            metrics = add_perplexity({standard_metric_name(k): v for k, v in scores.items()})
+        answers = _answer(trainer, tokenizer, validation if validation is not None else [], self.max_seq_length)
+        return TaskRun(trainer, train_result, metrics, answers)
+
+    def write_predictions(self, output_dir: Path, predictions: list[dict]) -> None:
+        with open(output_dir / "eval_generations.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+
+
+def _answer(trainer, tokenizer, rows, max_length: int) -> list[dict]:
+    """Greedy answers to the first SFT_GENERATION_SAMPLES instructions whose prompt leaves room
+    for an answer within max_length, prompted with the chat template as in training."""
+    import torch
+
+    model = trainer.model.eval()
+    out, passed_over = [], 0
+    for row in rows:
+        if len(out) == SFT_GENERATION_SAMPLES:
+            break
+        prompt = tokenizer(render(tokenizer, row["instruction"]), add_special_tokens=False, return_tensors="pt")
+        room = max_length - prompt["input_ids"].shape[1]
+        if room <= 0:
+            passed_over += 1
+            continue
+        with torch.no_grad():
+            generated = model.generate(**prompt.to(trainer.args.device), max_new_tokens=min(room, 64), do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        answer = tokenizer.decode(generated[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        out.append({"instruction": row["instruction"], "reference": row["response"], "generated": answer.strip()})
+    if passed_over:
+        logger.info("eval_generations.jsonl: passed over %d validation instruction(s) whose prompt fills "
+                    "task.max_seq_length", passed_over)
+    return out
+
+
+def _load_splits(recipe, train_files, validation_files, do_train) -> dict:
+    """JSON-lines files or a Hub dataset; no validation set: data.validation_split_percentage held out."""
+    task, data = recipe.task, recipe.data
+    columns = {"instruction_column": task.instruction_column, "response_column": task.response_column,
+               "context_column": task.context_column}
+    if train_files or validation_files:
+        splits = {"train": load_sft_jsonl(train_files[0], **columns)} if train_files and do_train else {}
+        if validation_files:
+            splits["validation"] = load_sft_jsonl(validation_files[0], **columns)
+    else:
+        from hfpipe.hub import load_hub_dataset
+
+        loaded = load_hub_dataset(data.dataset, data.dataset_config, local_hint="give JSONL files of "
+                                  "instruction/response pairs instead (--train-file/--validation-file)")
+        renames = {task.instruction_column: "instruction", task.response_column: "response"}
+        splits = {}
+        for name, split in (("train", "train"), ("validation", "validation"), ("validation", "test")):
+            if split in loaded and name not in splits:
+                missing = [c for c in renames if c not in loaded[split].column_names]
+                if missing:
+                    raise InputError(f"{data.dataset} [{split}]: no column {missing[0]!r} (task.instruction_column / "
+                                     f"task.response_column); it has {loaded[split].column_names}")
+                kept = loaded[split]
+                if task.context_column in kept.column_names:
+                    kept = kept.map(lambda row: {task.instruction_column: with_context(
+                        row[task.instruction_column], row[task.context_column])})
+                kept = kept.select_columns(list(renames))
+                splits[name] = kept.rename_columns({k: v for k, v in renames.items() if k != v})
+    if "validation" not in splits and "train" in splits and data.validation_split_percentage > 0:
+        held = splits["train"].train_test_split(test_size=data.validation_split_percentage / 100,
+                                                seed=recipe.train.seed)
+        splits = {"train": held["train"], "validation": held["test"]}
+    return splits
+
+
+__all__ = ["DEFAULT_CHAT_TEMPLATE", "Sft", "load_sft_jsonl", "ensure_chat_template", "render", "sft_features", "tokenize_sft"]

@@ -24,43 +24,23 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 import numpy as np
 
 from hfpipe.errors import InputError
+from hfpipe.recipes.engine import AT_LEAST_ONE, checked, error
 
-# Per version: the Hub dataset recipes default to, and the hfpipe.metrics name that scores it.
-SQUAD_HUB_IDS = {"1.1": "rajpurkar/squad", "2.0": "rajpurkar/squad_v2"}
-SQUAD_METRICS = {"1.1": "squad", "2.0": "squad_v2"}
-
-# The features of the Hub's rajpurkar/squad and rajpurkar/squad_v2.
-SQUAD_FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "title": datasets.Value("string"),
-        "context": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "answers": datasets.Sequence({"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}),
-    }
-)
-
+from .base import Splits, Task, TaskRun, adapt, is_text_to_text, register
+from .embedded import embedded_squad
+from .squad_format import SQUAD_FEATURES, SQUAD_HUB_IDS, SQUAD_METRICS, squad_version, tokenize_windows  # noqa: F401
 
 # --------------------------------------------------------------------------------------------
 # Loading and validating SQuAD's JSON
 # --------------------------------------------------------------------------------------------
-
-
-def squad_version(version: str | int | float) -> str:
-    """The canonical "1.1" or "2.0" for any of 1, 2, 1.1, 2.0, "v1", "v2", "v1.1", "v2.0"."""
-    key = str(version).strip().lower().removeprefix("v")
-    if key in ("1", "1.1"):
-        return "1.1"
-    if key in ("2", "2.0"):
-        return "2.0"
-    raise InputError(f"SQuAD version {version!r}: expected 1.1 (v1) or 2.0 (v2)")
 
 
 def load_squad(
@@ -256,55 +236,6 @@ def split_by_article(
 # --------------------------------------------------------------------------------------------
 
 
-def _tokenize_windows(examples, tokenizer, max_seq_length: int, doc_stride: int, pad_to_max_length: bool):
-    """Tokenize question/context pairs into overlapping windows of at most max_seq_length tokens.
-
-    Returns the BatchEncoding (with offset_mapping and overflow_to_sample_mapping) and the
-    sequence id (0 or 1) the context has in each pair.
-    """
-    # With left padding (e.g. XLNet) the context goes first, so that truncation cuts its end, as run_qa does.
-    pad_on_right = tokenizer.padding_side == "right"
-    # Some SQuAD questions start with long runs of spaces; they cost window room for nothing.
-    questions = [question.lstrip() for question in examples["question"]]
-    contexts = examples["context"]
-    if not 0 <= doc_stride < max_seq_length:
-        raise InputError(f"doc_stride {doc_stride}: expected 0 <= doc_stride < max_seq_length ({max_seq_length})")
-    try:
-        tokenized = tokenizer(
-            questions if pad_on_right else contexts,
-            contexts if pad_on_right else questions,
-            truncation="only_second" if pad_on_right else "only_first",
-            max_length=max_seq_length,
-            stride=doc_stride,
-            return_overflowing_tokens=True,
-            return_offsets_mapping=True,
-            padding="max_length" if pad_to_max_length else False,
-        )
-    except BaseException as error:
-        # A question too long for the window fails in tokenizers with a bare "Truncation error" or
-        # a Rust panic (pyo3's PanicException, a BaseException) that names no example. Checking
-        # every batch beforehand would cost ~15% of the tokenization time, so diagnose only here.
-        if not isinstance(error, Exception) and type(error).__name__ != "PanicException":
-            raise
-        _check_window_room(examples["id"], questions, tokenizer, max_seq_length, doc_stride)
-        raise
-    return tokenized, 1 if pad_on_right else 0
-
-
-def _check_window_room(ids, questions, tokenizer, max_seq_length: int, doc_stride: int) -> None:
-    """Raise InputError naming the first question that leaves no more than doc_stride tokens of context room."""
-    num_special = tokenizer.num_special_tokens_to_add(pair=True)
-    lengths = [len(ids_) for ids_ in tokenizer(questions, add_special_tokens=False)["input_ids"]]
-    for qid, length in zip(ids, lengths):
-        context_room = max_seq_length - num_special - length
-        if context_room <= doc_stride:
-            raise InputError(
-                f"question {qid!r}: {length} question tokens leave {max(context_room, 0)} of max_seq_length "
-                f"{max_seq_length} for the context, not more than doc_stride {doc_stride}; "
-                "raise max_seq_length or lower doc_stride"
-            )
-
-
 def _null_index(input_ids: Sequence[int], tokenizer) -> int:
     """Where unanswerable windows point: the CLS token, or 0 for tokenizers without one (GPT-2, T5)."""
     cls_token_id = tokenizer.cls_token_id
@@ -331,7 +262,7 @@ def prepare_train_features(
         in the window, both the null index (CLS, or 0) when the window does not hold the whole
         answer or the question has none. Shapes: F lists, F >= number of examples.
     """
-    tokenized, context_index = _tokenize_windows(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length)
+    tokenized, context_index = tokenize_windows(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length)
     sample_mapping = tokenized.pop("overflow_to_sample_mapping")
     offset_mapping = tokenized.pop("offset_mapping")
     start_positions, end_positions = [], []
@@ -372,7 +303,7 @@ def prepare_validation_features(
         (start_char, end_char) in the context, None for tokens outside the context (question,
         special and padding tokens) so that post-processing never answers from them.
     """
-    tokenized, context_index = _tokenize_windows(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length)
+    tokenized, context_index = tokenize_windows(examples, tokenizer, max_seq_length, doc_stride, pad_to_max_length)
     sample_mapping = tokenized.pop("overflow_to_sample_mapping")
     tokenized["example_id"] = [examples["id"][s] for s in sample_mapping]
     tokenized["cls_index"] = [_null_index(ids, tokenizer) for ids in tokenized["input_ids"]]
@@ -522,3 +453,146 @@ def _as_columns(table, names: list[str]) -> dict[str, list]:
         return {n: list(table[n]) for n in names if n in table}
     rows = list(table)
     return {n: [row[n] for row in rows] for n in names if not rows or n in rows[0]}
+
+
+# ---------------------------------------------------------------------------------- the task plug-in
+@register
+@dataclass
+class Squad(Task):
+    """Extractive question answering (``task.name: squad | squad_v2``): start/end logits over windows of
+    the context, post-processed into answer texts and scored by the official SQuAD v1.1 / v2.0 rules;
+    an encoder-decoder generates the answer instead (hfpipe.tasks.generative_qa)."""
+
+    kinds = ("finetune", "icl")  # icl refuses it with its own message (check_icl)
+
+    name: Literal["squad", "squad_v2"]
+    doc_stride: int = checked(128, AT_LEAST_ONE)  # SQuAD: overlap between windows of a long context
+    n_best_size: int = checked(20, AT_LEAST_ONE)  # SQuAD: start/end candidates kept per window
+    max_answer_length: int = checked(30, AT_LEAST_ONE)  # SQuAD: longest answer in tokens
+    null_score_diff_threshold: float = 0.0  # SQuAD v2: predict "" when null score - best span > this
+
+    @property
+    def version_2(self) -> bool:
+        return self.name == "squad_v2"
+
+    def check(self, recipe, where: str) -> None:
+        if not self.version_2 and self.null_score_diff_threshold != 0.0:
+            raise error(where, "task.null_score_diff_threshold", f"has no effect with task.name: {self.name} (it "
+                        "applies to squad_v2); remove it")
+        if self.doc_stride >= self.max_seq_length:
+            raise error(where, "task.doc_stride",
+                        f"must be smaller than task.max_seq_length ({self.max_seq_length}), got {self.doc_stride}")
+        if recipe.model.family == "seq2seq":
+            if self.text_to_text is False:
+                raise error(where, "task.text_to_text", "an encoder-decoder answers SQuAD by generating the answer's "
+                            "text: expected true (span extraction needs model.family encoder or decoder)")
+            defaults = Squad(name=self.name)
+            for key in ("n_best_size", "null_score_diff_threshold"):
+                if getattr(self, key) != getattr(defaults, key):
+                    raise error(where, f"task.{key}", "scores extracted spans and has no effect on generated "
+                                "answers (text-to-text SQuAD); remove it")
+
+    def check_icl(self, recipe, where: str) -> None:
+        raise error(where, "task.name", f"icl compares label words: expected a GLUE classification task, got {self.name}")
+
+    def smoke_overrides(self) -> dict[str, Any]:
+        return {"task.doc_stride": min(self.doc_stride, 32)}
+
+    def embedded_data(self, seed: int, num_train: int, num_eval: int) -> Splits:
+        return Splits(embedded_squad(version="v2" if self.version_2 else "v1", seed=seed, num_train=num_train,
+                                     num_eval=num_eval), ["hfpipe-embedded"])
+
+    def load_data(self, recipe, train_files, validation_files, do_train) -> Splits:
+        data, version = recipe.data, "2.0" if self.version_2 else "1.1"
+        source_train = train_files[0] if train_files else data.dataset
+        source_eval = validation_files[0] if validation_files else data.dataset
+        splits = {}
+        if do_train:
+            if not source_train:
+                raise InputError(f"{self.name}: no training data; pass --train-file (SQuAD JSON) or set data.dataset")
+            splits["train"] = load_squad(source_train, version, split="train")
+        if source_eval:
+            splits["validation"] = load_squad(source_eval, version, split="validation")
+        return Splits(splits, [data.dataset] if data.dataset else [])
+
+    def run(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        if is_text_to_text(recipe):
+            return self._run_generative(recipe, data, do_train, resume_from)
+        from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding
+
+        from hfpipe.build import load_tokenizer_and_model
+        from hfpipe.training.trainer import build_trainer
+
+        texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForQuestionAnswering, texts)
+        model = adapt(recipe, model, tokenizer)
+        window = dict(max_seq_length=self.max_seq_length, doc_stride=self.doc_stride)
+        train = map_features(data.train, tokenizer, training=True, **window) if data.train is not None else None
+        trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorWithPadding(tokenizer))
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        examples = data.evaluation.get("validation")
+        if examples is None:
+            return TaskRun(trainer, train_result, {})
+        features = map_features(examples, tokenizer, training=False, **window)
+        model_inputs = features.remove_columns(["example_id", "offset_mapping", "cls_index"])
+        start_logits, end_logits = trainer.predict(model_inputs).predictions[:2]
+        predictions, null_odds = postprocess_qa_predictions(
+            examples, features, start_logits, end_logits, version_2_with_negative=self.version_2,
+            n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
+            null_score_diff_threshold=self.null_score_diff_threshold,
+        )
+        metrics = squad_score(examples, predictions, null_odds, self.version_2, self.null_score_diff_threshold)
+        return TaskRun(trainer, train_result, metrics, predictions)
+
+    def _run_generative(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        """T5's generative SQuAD (hfpipe.tasks.generative_qa), scored like extractive answers."""
+        from transformers import (
+            AutoModelForSeq2SeqLM,
+            DataCollatorForSeq2Seq,
+            Seq2SeqTrainingArguments,
+        )
+
+        from hfpipe.build import load_tokenizer_and_model
+        from hfpipe.training.trainer import HfpipeSeq2SeqTrainer, build_trainer
+
+        from .generative_qa import generate_answers, map_generative_features
+
+        texts = lambda: (t for row in data.train or [] for t in (row["question"], row["context"]))  # noqa: E731
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForSeq2SeqLM, texts)
+        model = adapt(recipe, model, tokenizer)
+        window = dict(max_seq_length=self.max_seq_length, doc_stride=self.doc_stride)
+        train = (map_generative_features(data.train, tokenizer, training=True, version_2=self.version_2, **window)
+                 if data.train is not None else None)
+        trainer, _ = build_trainer(recipe, model, tokenizer, train, None, DataCollatorForSeq2Seq(tokenizer, model=model),
+                                   trainer_class=HfpipeSeq2SeqTrainer, args_class=Seq2SeqTrainingArguments)
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        examples = data.evaluation.get("validation")
+        if examples is None:
+            return TaskRun(trainer, train_result, {})
+        predictions, no_answer = generate_answers(
+            trainer.model, tokenizer, examples, max_answer_length=self.max_answer_length,
+            batch_size=recipe.train.per_device_eval_batch_size, device=trainer.args.device, **window)
+        # A generated "unanswerable" is certain (probability 1), so the v2 threshold is 0.5 of it.
+        metrics = squad_score(examples, predictions, no_answer, self.version_2, 0.5)
+        return TaskRun(trainer, train_result, metrics, predictions)
+
+    def write_predictions(self, output_dir: Path, predictions: dict[str, str] | None) -> None:
+        if predictions is not None:
+            from hfpipe.training.results import write_json
+
+            write_json(output_dir / "eval_predictions.json", predictions)
+
+
+def squad_score(examples, predictions: dict, null_odds: dict, version_2: bool, threshold: float) -> dict:
+    """The official SQuAD v1.1 / v2.0 scores of ``predictions`` ({id: text}) on ``examples``."""
+    from hfpipe.metrics import load_metric
+
+    metric = load_metric(SQUAD_METRICS["2.0" if version_2 else "1.1"])
+    references = [{"id": i, "answers": a} for i, a in zip(examples["id"], examples["answers"])]
+    if version_2:
+        # null_odds with the same threshold as the predictions: exact/f1 agree with the
+        # predictions file, and best_exact/best_f1 show the threshold worth using.
+        formatted = [{"id": k, "prediction_text": v, "no_answer_probability": null_odds[k]} for k, v in predictions.items()]
+        return metric.compute(predictions=formatted, references=references, no_answer_threshold=threshold)
+    formatted = [{"id": k, "prediction_text": v} for k, v in predictions.items()]
+    return metric.compute(predictions=formatted, references=references)

@@ -29,12 +29,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import numpy as np
 
 from ..errors import InputError
+from ..recipes.engine import error
+from .base import Splits, Task, TaskRun, adapt, register
+from .embedded import embedded_tagging
 
 logger = logging.getLogger("hfpipe.tagging")
 
@@ -331,3 +336,133 @@ def write_predictions_jsonl(path: str | Path, sentences: datasets.Dataset, predi
             f.write(json.dumps({"index": i, "tokens": tokens, "tags": tags, "predictions": list(prediction)},
                                ensure_ascii=False) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------------- the task plug-in
+@register
+@dataclass
+class Tagging(Task):
+    """Token tagging (``task.name: ner | pos``): one label per word, from its first word piece; seqeval's
+    entity scores (NER) or token accuracy (POS) on the validation sentences, one prediction line each."""
+
+    name: Literal["ner", "pos"]
+    label_all_tokens: bool = False  # ner/pos: label every word piece (B- -> I- after the first), not the first only
+    tokens_column: str = "tokens"  # ner/pos: the dataset/JSON column of a sentence's words
+    tags_column: str | None = None  # ner/pos: ... of its tags (ClassLabel ids or names); None: ner_tags / pos_tags
+    conll_tag_column: int = -1  # ner/pos, CoNLL text files: the tags' column (word = 0); -1: the last (NER), 1: POS
+
+    def check(self, recipe, where: str) -> None:
+        family = recipe.model.family
+        if family != "encoder" and recipe.model.name_or_path is None:
+            # hfpipe's decoder and seq2seq have no token-classification head; a checkpoint whose
+            # transformers family has one (checked when it loads) may still be used.
+            raise error(where, "model.family", f"{self.name} (token tagging) needs an encoder to train from scratch, "
+                        f"got {family}; or give model.name_or_path a checkpoint with a token-classification head")
+
+    def resolve_defaults(self, recipe) -> None:
+        if self.tags_column is None:
+            self.tags_column = TAGS_COLUMNS[self.name]
+
+    def embedded_data(self, seed: int, num_train: int, num_eval: int) -> Splits:
+        splits, labels, where = from_dataset_dict(embedded_tagging(seed=seed, num_train=num_train, num_eval=num_eval),
+                                                  TAGS_COLUMNS[self.name])
+        return Splits(splits, ["hfpipe-embedded"], labels, where)
+
+    def load_data(self, recipe, train_files, validation_files, do_train) -> Splits:
+        data = recipe.data
+        sources = {"train": train_files[0] if train_files else data.dataset,
+                   "validation": validation_files[0] if validation_files else data.dataset}
+        sources = {k: v for k, v in sources.items() if v and (do_train or k != "train")}
+        splits, labels, where = load_splits(
+            sources, self.tokens_column, self.tags_column, self.conll_tag_column, data.dataset_config,
+            holdout_percentage=data.validation_split_percentage if do_train else 0.0, seed=recipe.train.seed)
+        return Splits(splits, [data.dataset] if data.dataset else ["local CoNLL files"], labels, where)
+
+    def run(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
+        from transformers import (
+            AutoModelForTokenClassification,
+            DataCollatorForTokenClassification,
+        )
+
+        from hfpipe.build import load_tokenizer_and_model
+        from hfpipe.metrics import load_metric
+        from hfpipe.training.results import standard_metric_name
+        from hfpipe.training.trainer import build_trainer
+
+        config = _checkpoint_config(recipe)
+        labels = label_list(data.train, data.labels) if do_train else _model_labels(recipe, config)
+        for split, sentences in [("train", data.train), *data.evaluation.items()]:
+            if sentences is not None:
+                check_tags(sentences, labels, data.where.get(split, split))
+        label2id = {tag: i for i, tag in enumerate(labels)}
+        texts = lambda: (" ".join(row["tokens"]) for row in data.train or [])  # noqa: E731
+        tokenizer, model = load_tokenizer_and_model(recipe, AutoModelForTokenClassification, texts,
+                                                    num_labels=len(labels), id2label=dict(enumerate(labels)),
+                                                    label2id=label2id)
+        model = adapt(recipe, model, tokenizer)
+        align = dict(tokenizer=tokenizer, label2id=label2id, max_seq_length=self.max_seq_length,
+                     label_all_tokens=self.label_all_tokens)
+        window_columns = list(WINDOW_COLUMNS)
+        train = (tokenize_and_align(data.train, **align).remove_columns(window_columns)
+                 if data.train is not None else None)
+        sentences = data.evaluation.get("validation")
+        windows = tokenize_and_align(sentences, **align) if sentences is not None else None
+        model_inputs = windows.remove_columns(window_columns) if windows is not None else None
+        metric = load_metric("seqeval")
+
+        def to_tags(predicted_ids):
+            return tags_from_predictions(predicted_ids, windows, labels, [len(t) for t in sentences["tokens"]])
+
+        def compute_metrics(eval_pred):
+            scores = metric.compute(predictions=to_tags(eval_pred.predictions), references=list(sentences["tags"]))
+            return flat_scores(scores, self.name)
+
+        collator = DataCollatorForTokenClassification(tokenizer)  # pads labels with -100
+        trainer, _ = build_trainer(recipe, model, tokenizer, train, model_inputs, collator,
+                                   compute_metrics=compute_metrics if windows is not None else None,
+                                   preprocess_logits_for_metrics=_label_ids)
+        train_result = trainer.train(resume_from_checkpoint=resume_from) if do_train else None
+        if windows is None:
+            return TaskRun(trainer, train_result, {})
+        scores, predicted = trainer.evaluate_once(model_inputs)  # the final step's pass, if it ran one
+        metrics = {standard_metric_name(k): v for k, v in scores.items()}
+        return TaskRun(trainer, train_result, metrics, (sentences, to_tags(predicted)))
+
+    def write_predictions(self, output_dir: Path, predictions) -> None:
+        if predictions is not None:
+            write_predictions_jsonl(output_dir / "eval_predictions.jsonl", *predictions)
+
+
+def _label_ids(logits, labels):
+    """(B, T, num_labels) -> (B, T) ids before Trainer gathers them: 47 POS logits per piece are
+    not worth holding for a whole evaluation set."""
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(-1)
+
+
+def _checkpoint_config(recipe):
+    """The checkpoint's config (None from scratch), refused early when transformers has no
+    token-classification head for its model type (hfpipe's decoder and seq2seq have none)."""
+    if not recipe.model.name_or_path:
+        return None
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    from hfpipe.hub import parse_model_reference
+
+    name, revision = parse_model_reference(recipe.model.name_or_path)
+    config = AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+    auto_map = getattr(config, "auto_map", None) or {}
+    remote = recipe.model.trust_remote_code and "AutoModelForTokenClassification" in auto_map
+    # _model_mapping is the Auto class's own table (registered hfpipe classes included)
+    if not remote and type(config) not in AutoModelForTokenClassification._model_mapping:
+        raise InputError(f"model.name_or_path {recipe.model.name_or_path}: {config.model_type} has no "
+                         f"token-classification head; {recipe.task.name} needs one (an encoder, e.g. bert-base-cased)")
+    return config
+
+
+def _model_labels(recipe, config) -> list[str]:
+    """For ``hfpipe evaluate``: the finetuned model's tags, in the order of its logits."""
+    names = [config.id2label[i] for i in range(len(config.id2label))] if config is not None else []
+    if not names or all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+        raise InputError(f"--model {recipe.model.name_or_path}: config.json names no tags (id2label); evaluate a model "
+                         f"finetuned on {recipe.task.name} (hfpipe finetune)")
+    return names
