@@ -96,3 +96,29 @@ def test_hfpipe_pretrain_trains_a_registered_objective(toy_objective, tmp_path):
     assert model.config.model_type == "hfpipe_decoder"
     saved = Recipe.from_dict(yaml.safe_load((out / "recipe.yaml").read_text()))
     assert isinstance(saved.objective, toy_objective)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretraining_from_a_checkpoint_applies_and_checks_model_config(objective, tmp_path):
+    """model.config overrides reach a checkpoint's config (they were silently ignored), and a key that
+    config lacks is one InputError before any weight loads."""
+    from test_hub import build_tokenizer
+
+    from hfpipe.models import HfpipeEncoderForMaskedLM, config_for
+    from hfpipe.pretrain import run_pretraining
+
+    tokenizer, checkpoint = build_tokenizer(), tmp_path / "encoder"
+    HfpipeEncoderForMaskedLM(config_for("encoder", "tiny", vocab_size=len(tokenizer))).save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+
+    def continued(config):
+        return {"kind": "pretrain", "model": {"family": "encoder", "name_or_path": str(checkpoint), "config": config},
+                "objective": {"name": objective, "max_seq_length": 32}, "data": {"validation_samples": 8},
+                "train": four_steps(tmp_path / "run", batch_size=4)}
+
+    with pytest.raises(InputError, match=rf"model.config: unknown {checkpoint} \(HfpipeEncoderConfig\) config "
+                                         r"field 'hidden_dropout'"):
+        run_pretraining(Recipe.from_dict(continued({"hidden_dropout": 0.0})))
+    run_pretraining(Recipe.from_dict(continued({"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["hidden_dropout_prob"] == saved["attention_probs_dropout_prob"] == 0.0  # the preset's are 0.1

@@ -52,10 +52,15 @@ class Objective(ObjectiveSection):
 
         auto_class = getattr(transformers, self.auto_class)
         if recipe.model.name_or_path:
+            from hfpipe.build import check_checkpoint_config_keys
             from hfpipe.hub import parse_model_reference
 
             name, revision = parse_model_reference(recipe.model.name_or_path)
-            model = auto_class.from_pretrained(name, revision=revision, trust_remote_code=recipe.model.trust_remote_code)
+            remote = recipe.model.trust_remote_code
+            check_checkpoint_config_keys(recipe, transformers.AutoConfig.from_pretrained(name, revision=revision,
+                                                                                         trust_remote_code=remote))
+            # model.config overrides apply to a checkpoint's config too (e.g. no dropout while pretraining)
+            model = auto_class.from_pretrained(name, revision=revision, trust_remote_code=remote, **recipe.model.config)
         else:
             model = auto_class.from_config(new_model_config(recipe, tokenizer, self.max_seq_length))
         embeddings = model.get_input_embeddings().weight.shape[0]

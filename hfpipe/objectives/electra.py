@@ -72,8 +72,9 @@ class ElectraObjectiveSection(WordPieceMaskingObjectiveSection):
         ``generator_size_fraction`` of it, or continued from an ELECTRA run's output folder (the
         discriminator there, the generator in its generator/; a plain encoder checkpoint gets a new generator)."""
         from transformers import AutoConfig, AutoModelForMaskedLM
+        from transformers.utils import has_file
 
-        from hfpipe.build import new_model_config
+        from hfpipe.build import check_checkpoint_config_keys, new_model_config
         from hfpipe.models.electra import (
             GENERATOR_FOLDER,
             HfpipeElectraForPreTraining,
@@ -90,6 +91,8 @@ class ElectraObjectiveSection(WordPieceMaskingObjectiveSection):
             if config.model_type != "hfpipe_encoder":
                 raise InputError(f"model.name_or_path {recipe.model.name_or_path}: ELECTRA continues an hfpipe "
                                  f"encoder, got model_type {config.model_type}")
+            check_checkpoint_config_keys(recipe, config)
+            config.update(recipe.model.config)  # the recipe's overrides apply to a checkpoint's config too
         else:
             config = new_model_config(recipe, tokenizer, self.max_seq_length)
         try:
@@ -101,12 +104,11 @@ class ElectraObjectiveSection(WordPieceMaskingObjectiveSection):
             # the discriminator head is new where the checkpoint has none (a plain encoder)
             discriminator = HfpipeEncoderForReplacedTokenDetection.from_pretrained(name, revision=revision)
             model.discriminator.load_state_dict(discriminator.state_dict())
-            try:
-                generator = AutoModelForMaskedLM.from_pretrained(name, revision=revision, subfolder=GENERATOR_FOLDER)
-            except OSError:
+            if not has_file(name, f"{GENERATOR_FOLDER}/config.json", revision=revision):
                 logger.info("%s has no %s/: a new generator of %.2f the width", name, GENERATOR_FOLDER,
                             self.generator_size_fraction)
             else:
+                generator = AutoModelForMaskedLM.from_pretrained(name, revision=revision, subfolder=GENERATOR_FOLDER)
                 if generator.config.hidden_size != generator_config.hidden_size:
                     raise InputError(f"{name}/{GENERATOR_FOLDER}: hidden size {generator.config.hidden_size}, but "
                                      f"objective.generator_size_fraction gives {generator_config.hidden_size}")
