@@ -3,6 +3,7 @@
     python experiments/pays_off.py pretrain --arm mlm     # recipes/pretrain/cram-cpu-encoder-indomain.yaml (30 min)
     python experiments/pays_off.py pretrain --arm mlm-preln  # the same with pre-LN blocks (30 min)
     python experiments/pays_off.py pretrain --arm electra # recipes/pretrain/cram-cpu-electra-indomain.yaml (30 min)
+    python experiments/pays_off.py pretrain --arm clm     # the decoder: cram-cpu-decoder-indomain.yaml (30 min)
     python experiments/pays_off.py finetune --arm mlm     # crammed vs random twin: SST-2 at 1k..8k labels, MRPC,
                                                           #   STS-B; seeds 0, 1, 2
     python experiments/pays_off.py adapt                  # MiniLM with and without task-adaptive pretraining
@@ -42,7 +43,8 @@ INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
 # 2,370 steps, and a pre-LN stack takes a high learning rate without the plateau (Xiong et al. 2020).
 ARMS = {"mlm": (INDOMAIN, ()),
         "mlm-preln": (INDOMAIN, ("model.config.norm_position=pre",)),
-        "electra": (ROOT / "recipes" / "pretrain" / "cram-cpu-electra-indomain.yaml", ())}
+        "electra": (ROOT / "recipes" / "pretrain" / "cram-cpu-electra-indomain.yaml", ()),
+        "clm": (ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml", ())}
 load, save = functools.partial(cram.load, folder=RESULTS), functools.partial(cram.save, folder=RESULTS)
 ADAPT_RECIPE = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 SEEDS = (0, 1, 2)
@@ -99,6 +101,13 @@ def pretrain(arm: str, budget: str | None) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- finetune
+def family_of(arm: str) -> str:
+    """The model family the arm's recipe pretrains (MiniLM, adapted or not, is an encoder)."""
+    import yaml
+
+    return yaml.safe_load(ARMS[arm][0].read_text())["model"]["family"] if arm in ARMS else "encoder"
+
+
 def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tuple[int, ...],
             pretrained: Path, twin: Path, learning_rate: float | None = None, epochs_of=epochs_for,
             pooling: str | None = "mean") -> list[tuple]:
@@ -111,7 +120,7 @@ def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tu
             for init, model in (("pretrained", pretrained), ("random", twin)):
                 for seed in seeds:
                     out = RUNS / "finetune" / arm / (f"{task}-{count}" if count else task) / f"{init}-seed{seed}"
-                    recipe = finetune_recipe("encoder", task, model, out, seed, pooling=pooling, epochs=epochs,
+                    recipe = finetune_recipe(family_of(arm), task, model, out, seed, pooling=pooling, epochs=epochs,
                                              learning_rate=learning_rate, files=files)
                     jobs.append(((arm, task, count, init, seed), out, recipe))
     return jobs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 import hfpipe
 from hfpipe.build import load_tokenizer_and_model, save_random_twin
@@ -27,6 +27,7 @@ SHARED = ROOT.parent / "shared" / "data"
 CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml"
          for family in ("encoder", "decoder", "seq2seq")}
 INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
+DECODER_INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml"
 ADAPT = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 needs_shared = pytest.mark.skipif(not (SHARED / "text").is_dir(), reason="../shared/data is not here")
 
@@ -63,7 +64,7 @@ def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path,
 
 
 def test_smoke_shrinks_a_time_budget_and_keeps_the_schedule_running_over_it():
-    for recipe in [*CRAMS.values(), INDOMAIN]:
+    for recipe in [*CRAMS.values(), INDOMAIN, DECODER_INDOMAIN]:
         full, smoke = load_recipe(recipe), load_recipe(recipe, smoke=True)
         assert full.train.time_budget == "30m" and smoke.train.time_budget == "30s"
         assert smoke.train.lr_scheduler_type == full.train.lr_scheduler_type == "linear"
@@ -133,6 +134,14 @@ def test_the_in_domain_cram_and_the_adaptive_pretraining_recipe_run_as_written(t
     assert config.tie_word_embeddings is False
     model = hfpipe.HfpipeEncoderForMaskedLM.from_pretrained(out)
     assert not torch.equal(model.mlm_head.decoder.weight, model.model.embeddings.word_embeddings.weight)
+
+    out = tmp_path / "decoder"  # the decoder on the same levers
+    result = hfpipe_cli("pretrain", DECODER_INDOMAIN, "--output-dir", out, "--set", "train.time_budget=10s", *sample)
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_a_finished_model(out, result)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.tie_word_embeddings is False
+    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
 
     out = tmp_path / "adapted"
     result = hfpipe_cli("pretrain", ADAPT, "--output-dir", out, "--set", "train.time_budget=10s", sample[2], sample[3],
