@@ -7,6 +7,8 @@
     python experiments/pays_off.py finetune --arm mlm     # crammed vs random twin: SST-2 at 1k..8k labels, MRPC,
                                                           #   STS-B; seeds 0, 1, 2
     python experiments/pays_off.py adapt                  # MiniLM with and without task-adaptive pretraining
+    python experiments/pays_off.py diagnose --labels 1000 8000 --seeds 0 1  # which weights carry it: blocks
+                                                          #   re-initialised, a gentler learning rate
     python experiments/pays_off.py report                 # results.md and the PNGs, from the JSON files
 
 The first cram (experiments/cram.py, its README section) lost to random init everywhere and named three
@@ -212,6 +214,36 @@ def adapt(labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int, budget
     return results
 
 
+# ------------------------------------------------------------------------------------------- diagnose
+# Which of the crammed encoder's weights carry what finetuning can use? Its top block, its top two, or all
+# four drawn afresh as the random twin's (save_random_twin(keep_layers=): the twin's own draw above, the
+# cram's below; Zhang et al. 2021 re-initialise BERT's top layers), and the cram finetuned more gently
+# (3e-5 instead of 1e-4: do its weights hold features worth keeping as they are?). The crammed model's
+# side only: the twin's runs are the arm's own.
+KEPT_BLOCKS = {"reinit-top1": 3, "reinit-top2": 2, "reinit-emb": 0}
+GENTLE_LEARNING_RATE = 3e-5
+
+
+def diagnose(arm: str, labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int) -> dict:
+    jobs = []
+    for name, kept in KEPT_BLOCKS.items():
+        crammed = RUNS / "diag-reinit" / name.removeprefix("reinit-")
+        if not (crammed / "config.json").is_file():
+            save_random_twin(RUNS / arm, crammed, keep_layers=kept)
+        jobs += jobs_of(name, ("sst2",), labels, seeds, crammed, RUNS / f"{arm}-random")
+    jobs += jobs_of(f"lr{GENTLE_LEARNING_RATE:g}", ("sst2",), labels, seeds, RUNS / arm, RUNS / f"{arm}-random",
+                    learning_rate=GENTLE_LEARNING_RATE)
+    jobs = [job for job in jobs if job[0][3] == "pretrained"]
+    run_jobs(jobs, parallel)
+    results = collect(jobs)
+    twin = load("finetune")[arm]
+    for entries in results.values():
+        for key, entry in entries.items():
+            entry["random"] = twin[key]["random"][:len(seeds)]  # the arm's twin, seed for seed
+    save("diagnose", results)
+    return results
+
+
 # --------------------------------------------------------------------------------------------- report
 def rows_of(arm: str, entries: dict) -> list[list]:
     rows = []
@@ -246,6 +278,7 @@ def report() -> str:
     if (adapted := load("adapt")):
         results["minilm"] = adapted["finetune"]
     rows = [row for arm, entries in results.items() for row in rows_of(arm, entries)]
+    rows += [row for arm, entries in load("diagnose").items() for row in rows_of(f"mlm {arm}", entries)]
     text = table("Pretrained vs random init (mean ± standard deviation over seeds; for minilm: task-adapted vs as "
                  "published)", ["arm", "task", "labels", "epochs", "seeds", "pretrained", "random init", "gain"], rows)
     rows = []
@@ -273,7 +306,7 @@ def report() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=["pretrain", "finetune", "adapt", "report"])
+    parser.add_argument("step", choices=["pretrain", "finetune", "adapt", "diagnose", "report"])
     parser.add_argument("--arm", choices=list(ARMS), default="mlm")
     parser.add_argument("--budget", help="pretraining budget instead of the recipe's, e.g. 15m (for choosing)")
     parser.add_argument("--tasks", nargs="+", choices=list(cram.GLUE), default=list(cram.GLUE))
@@ -291,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         finetune(args.arm, tuple(args.tasks), tuple(args.labels), tuple(args.seeds), args.parallel)
     if args.step == "adapt":
         adapt(tuple(args.labels), tuple(args.seeds), args.parallel, args.budget)
+    if args.step == "diagnose":
+        diagnose(args.arm, tuple(args.labels), tuple(args.seeds), args.parallel)
     report()
     print(f"done in {(time.time() - started) / 60:.1f} min")
     return 0
