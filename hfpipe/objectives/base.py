@@ -57,10 +57,10 @@ class Objective(ObjectiveSection):
 
             name, revision = parse_model_reference(recipe.model.name_or_path)
             remote = recipe.model.trust_remote_code
-            check_checkpoint_config_keys(recipe, transformers.AutoConfig.from_pretrained(name, revision=revision,
-                                                                                         trust_remote_code=remote))
-            # model.config overrides apply to a checkpoint's config too (e.g. no dropout while pretraining)
-            model = auto_class.from_pretrained(name, revision=revision, trust_remote_code=remote, **recipe.model.config)
+            config = transformers.AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=remote)
+            check_checkpoint_config_keys(recipe, config)
+            config.update(recipe.model.config)  # overrides apply to a checkpoint too (e.g. no dropout while pretraining)
+            model = auto_class.from_pretrained(name, revision=revision, trust_remote_code=remote, config=config)
         else:
             model = auto_class.from_config(new_model_config(recipe, tokenizer, self.max_seq_length))
         embeddings = model.get_input_embeddings().weight.shape[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from .engine import coerce, did_you_mean, error, flatten, hint_for, sections_of, show
 from .paths import check_data_file, validate_paths
 from .schema import DEFAULT_VOCAB_SIZE, OBJECTIVES, TASKS, IclSection, Recipe, TrainSection

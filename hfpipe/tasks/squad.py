@@ -21,12 +21,13 @@ or 0 without one) for windows that do not hold the whole answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import datasets
 import numpy as np
@@ -459,26 +460,25 @@ def _as_columns(table, names: list[str]) -> dict[str, list]:
 @register
 @dataclass
 class Squad(Task):
-    """Extractive question answering (``task.name: squad | squad_v2``): start/end logits over windows of
-    the context, post-processed into answer texts and scored by the official SQuAD v1.1 / v2.0 rules;
-    an encoder-decoder generates the answer instead (hfpipe.tasks.generative_qa)."""
+    """Extractive question answering (``task.name: squad``, SQuAD 1.1; :class:`SquadV2` adds questions
+    without an answer): start/end logits over windows of the context, post-processed into answer texts
+    and scored by the official SQuAD rules; an encoder-decoder generates the answer instead
+    (hfpipe.tasks.generative_qa)."""
 
     kinds = ("finetune", "icl")  # icl refuses it with its own message (check_icl)
+    version_2: ClassVar[bool] = False  # SQuAD 2.0: a question may have no answer in its context
 
-    name: Literal["squad", "squad_v2"]
+    name: Literal["squad"]
     doc_stride: int = checked(128, AT_LEAST_ONE)  # SQuAD: overlap between windows of a long context
     n_best_size: int = checked(20, AT_LEAST_ONE)  # SQuAD: start/end candidates kept per window
     max_answer_length: int = checked(30, AT_LEAST_ONE)  # SQuAD: longest answer in tokens
-    null_score_diff_threshold: float = 0.0  # SQuAD v2: predict "" when null score - best span > this
 
     @property
-    def version_2(self) -> bool:
-        return self.name == "squad_v2"
+    def no_answer_threshold(self) -> float:
+        """Predict "" when the null score beats the best span's by more than this (v1.1 always answers)."""
+        return 0.0
 
     def check(self, recipe, where: str) -> None:
-        if not self.version_2 and self.null_score_diff_threshold != 0.0:
-            raise error(where, "task.null_score_diff_threshold", f"has no effect with task.name: {self.name} (it "
-                        "applies to squad_v2); remove it")
         if self.doc_stride >= self.max_seq_length:
             raise error(where, "task.doc_stride",
                         f"must be smaller than task.max_seq_length ({self.max_seq_length}), got {self.doc_stride}")
@@ -486,10 +486,10 @@ class Squad(Task):
             if self.text_to_text is False:
                 raise error(where, "task.text_to_text", "an encoder-decoder answers SQuAD by generating the answer's "
                             "text: expected true (span extraction needs model.family encoder or decoder)")
-            defaults = Squad(name=self.name)
-            for key in ("n_best_size", "null_score_diff_threshold"):
-                if getattr(self, key) != getattr(defaults, key):
-                    raise error(where, f"task.{key}", "scores extracted spans and has no effect on generated "
+            defaults = type(self)(name=self.name)
+            for f in dataclasses.fields(self):
+                if f.name in ("n_best_size", "null_score_diff_threshold") and getattr(self, f.name) != getattr(defaults, f.name):
+                    raise error(where, f"task.{f.name}", "scores extracted spans and has no effect on generated "
                                 "answers (text-to-text SQuAD); remove it")
 
     def check_icl(self, recipe, where: str) -> None:
@@ -539,9 +539,9 @@ class Squad(Task):
         predictions, null_odds = postprocess_qa_predictions(
             examples, features, start_logits, end_logits, version_2_with_negative=self.version_2,
             n_best_size=self.n_best_size, max_answer_length=self.max_answer_length,
-            null_score_diff_threshold=self.null_score_diff_threshold,
+            null_score_diff_threshold=self.no_answer_threshold,
         )
-        metrics = squad_score(examples, predictions, null_odds, self.version_2, self.null_score_diff_threshold)
+        metrics = squad_score(examples, predictions, null_odds, self.version_2, self.no_answer_threshold)
         return TaskRun(trainer, train_result, metrics, predictions)
 
     def _run_generative(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
@@ -581,6 +581,21 @@ class Squad(Task):
             from hfpipe.training.results import write_json
 
             write_json(output_dir / "eval_predictions.json", predictions)
+
+
+@register
+@dataclass
+class SquadV2(Squad):
+    """SQuAD 2.0 (``task.name: squad_v2``): SQuAD 1.1's task, and a third of the questions have no answer."""
+
+    version_2 = True
+
+    name: Literal["squad_v2"]
+    null_score_diff_threshold: float = 0.0  # predict "" when null score - best span > this
+
+    @property
+    def no_answer_threshold(self) -> float:
+        return self.null_score_diff_threshold
 
 
 def squad_score(examples, predictions: dict, null_odds: dict, version_2: bool, threshold: float) -> dict:

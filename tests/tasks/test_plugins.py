@@ -147,4 +147,15 @@ def test_another_tasks_key_set_away_from_its_default_is_still_refused():
 def test_each_task_name_maps_to_one_section():
     assert {name: TASKS[name].__name__ for name in TASKS} == {
         **dict.fromkeys(["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"], "Glue"),
-        "squad": "Squad", "squad_v2": "Squad", "sft": "Sft", "ner": "Tagging", "pos": "Tagging", "dpo": "Dpo"}
+        "squad": "Squad", "squad_v2": "SquadV2", "sft": "Sft", "ner": "Tagging", "pos": "Tagging", "dpo": "Dpo"}
+
+
+def test_squad_v2s_threshold_is_refused_for_squad_v1():
+    recipe = {"kind": "finetune", "model": {"family": "encoder"}}
+    task = {"max_seq_length": 384, "null_score_diff_threshold": 1.5}
+    assert Recipe.from_dict({**recipe, "task": {"name": "squad_v2", **task}}).task.no_answer_threshold == 1.5
+    assert Recipe.from_dict({**recipe, "task": {"name": "squad", **task, "null_score_diff_threshold": 0.0}}
+                            ).task.no_answer_threshold == 0.0
+    with pytest.raises(InputError, match=r"task.null_score_diff_threshold: has no effect with task.name: squad "
+                                         r"\(it applies to squad_v2\)"):
+        Recipe.from_dict({**recipe, "task": {"name": "squad", **task}})
