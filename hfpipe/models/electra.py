@@ -74,11 +74,12 @@ class HfpipeEncoderForReplacedTokenDetection(HfpipeEncoderPreTrainedModel):
         output_hidden_states=None,
         num_items_in_batch=None,
         global_attention_mask=None,
+        cache=None,
         **kwargs,
     ) -> TokenClassifierOutput:
         outputs = self.model(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
-            output_hidden_states, global_attention_mask=global_attention_mask,
+            output_hidden_states, global_attention_mask=global_attention_mask, cache=cache,
         )
         logits = self.discriminator_head(outputs.last_hidden_state)  # (B, T)
         loss = None

@@ -32,6 +32,7 @@ from .blocks import (
     LMHead,
     TransformerStack,
     cross_entropy,
+    either_cache,
     embedding_width,
     lm_logits_and_loss,
     normalise,
@@ -97,11 +98,13 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
         past_key_values: Cache | None = None,
         output_hidden_states: bool | None = None,
         global_attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
         """input_ids (B, T) -> last_hidden_state (B, T, C), pooler_output (B, C).
 
-        ``past_key_values`` only carries prefix-tuning prefixes (peft); the encoder caches nothing.
+        ``cache`` (``past_key_values`` before transformers 5.24) only carries prefix-tuning prefixes
+        (peft); the encoder caches nothing.
         ``global_attention_mask`` (B, T): 1 marks global positions of a windowed encoder (Longformer's
         input of the same name); ``position_ids`` restarting at 0 mark packed documents.
         """
@@ -114,7 +117,7 @@ class HfpipeEncoderModel(HfpipeEncoderPreTrainedModel):
             hidden_states,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            past_key_values=either_cache(past_key_values, cache),
             output_hidden_states=bool(output_hidden_states),
             global_attention_mask=global_attention_mask,
         )
@@ -187,11 +190,12 @@ class HfpipeEncoderForPreTraining(HfpipeEncoderPreTrainedModel):
         num_items_in_batch=None,
         global_attention_mask=None,
         num_sequences_in_batch=None,
+        cache=None,
         **kwargs,
     ) -> BertForPreTrainingOutput:
         outputs = self.model(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
-            output_hidden_states, global_attention_mask=global_attention_mask,
+            output_hidden_states, global_attention_mask=global_attention_mask, cache=cache,
         )
         prediction_logits, loss = masked_lm(self, outputs.last_hidden_state, labels, num_items_in_batch)
         seq_relationship_logits = self.nsp_head(outputs.pooler_output)
@@ -240,11 +244,12 @@ class HfpipeEncoderForMaskedLM(HfpipeEncoderPreTrainedModel):
         output_hidden_states=None,
         num_items_in_batch=None,
         global_attention_mask=None,
+        cache=None,
         **kwargs,
     ) -> MaskedLMOutput:
         outputs = self.model(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
-            output_hidden_states, global_attention_mask=global_attention_mask,
+            output_hidden_states, global_attention_mask=global_attention_mask, cache=cache,
         )
         logits, loss = masked_lm(self, outputs.last_hidden_state, labels, num_items_in_batch)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
@@ -277,11 +282,12 @@ class _EncoderClassifier(HfpipeEncoderPreTrainedModel):
         output_hidden_states=None,
         num_items_in_batch=None,
         global_attention_mask=None,
+        cache=None,
         **kwargs,
     ):
         outputs = self.model(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
-            output_hidden_states, global_attention_mask=global_attention_mask,
+            output_hidden_states, global_attention_mask=global_attention_mask, cache=cache,
         )
         features = outputs.pooler_output if self.pooled else outputs.last_hidden_state
         logits = self.classifier(self.dropout(features))  # (B, num_labels) or (B, T, num_labels)
@@ -327,11 +333,12 @@ class HfpipeEncoderForQuestionAnswering(HfpipeEncoderPreTrainedModel):
         output_hidden_states=None,
         num_items_in_batch=None,
         global_attention_mask=None,
+        cache=None,
         **kwargs,
     ) -> QuestionAnsweringModelOutput:
         outputs = self.model(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, past_key_values,
-            output_hidden_states, global_attention_mask=global_attention_mask,
+            output_hidden_states, global_attention_mask=global_attention_mask, cache=cache,
         )
         return span_prediction(self.qa_outputs, outputs, start_positions, end_positions, attention_mask,
                                num_items_in_batch)
