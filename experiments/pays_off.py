@@ -4,6 +4,7 @@
     python experiments/pays_off.py pretrain --arm mlm-preln  # the same with pre-LN blocks (30 min)
     python experiments/pays_off.py pretrain --arm electra # recipes/pretrain/cram-cpu-electra-indomain.yaml (30 min)
     python experiments/pays_off.py pretrain --arm clm     # the decoder: cram-cpu-decoder-indomain.yaml (30 min)
+    python experiments/pays_off.py pretrain --arm span    # the encoder-decoder: cram-cpu-seq2seq-indomain.yaml (30 min)
     python experiments/pays_off.py finetune --arm mlm     # crammed vs random twin: SST-2 at 1k..8k labels, MRPC,
                                                           #   STS-B; seeds 0, 1, 2
     python experiments/pays_off.py adapt                  # MiniLM with and without task-adaptive pretraining
@@ -46,7 +47,8 @@ INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
 ARMS = {"mlm": (INDOMAIN, ()),
         "mlm-preln": (INDOMAIN, ("model.config.norm_position=pre",)),
         "electra": (ROOT / "recipes" / "pretrain" / "cram-cpu-electra-indomain.yaml", ()),
-        "clm": (ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml", ())}
+        "clm": (ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml", ()),
+        "span": (ROOT / "recipes" / "pretrain" / "cram-cpu-seq2seq-indomain.yaml", ())}
 load, save = functools.partial(cram.load, folder=RESULTS), functools.partial(cram.save, folder=RESULTS)
 ADAPT_RECIPE = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 SEEDS = (0, 1, 2)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
+                          AutoTokenizer)
 
 import hfpipe
 from hfpipe.build import load_tokenizer_and_model, save_random_twin
@@ -28,6 +29,7 @@ CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml"
          for family in ("encoder", "decoder", "seq2seq")}
 INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
 DECODER_INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml"
+SEQ2SEQ_INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-seq2seq-indomain.yaml"
 ADAPT = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 needs_shared = pytest.mark.skipif(not (SHARED / "text").is_dir(), reason="../shared/data is not here")
 
@@ -64,7 +66,7 @@ def test_a_cram_runs_as_written_on_its_corpora_and_stops_on_its_budget(tmp_path,
 
 
 def test_smoke_shrinks_a_time_budget_and_keeps_the_schedule_running_over_it():
-    for recipe in [*CRAMS.values(), INDOMAIN, DECODER_INDOMAIN]:
+    for recipe in [*CRAMS.values(), INDOMAIN, DECODER_INDOMAIN, SEQ2SEQ_INDOMAIN]:
         full, smoke = load_recipe(recipe), load_recipe(recipe, smoke=True)
         assert full.train.time_budget == "30m" and smoke.train.time_budget == "30s"
         assert smoke.train.lr_scheduler_type == full.train.lr_scheduler_type == "linear"
@@ -140,6 +142,14 @@ def test_the_in_domain_cram_and_the_adaptive_pretraining_recipe_run_as_written(t
     assert result.returncode == 0, result.stderr[-4000:]
     _assert_a_finished_model(out, result)
     model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.tie_word_embeddings is False
+    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+
+    out = tmp_path / "seq2seq"  # and the encoder-decoder
+    result = hfpipe_cli("pretrain", SEQ2SEQ_INDOMAIN, "--output-dir", out, "--set", "train.time_budget=10s", *sample)
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_a_finished_model(out, result)
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)
     assert model.config.tie_word_embeddings is False
     assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
 
