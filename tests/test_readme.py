@@ -92,3 +92,12 @@ def test_the_readme_block_runs_as_a_chain(tmp_path):
     assert (tmp_path / "runs" / "glue-mrpc" / "eval-mrpc" / "eval_results.json").is_file()
     assert (tmp_path / "runs" / "sst2-merged" / "model.safetensors").is_file()
     assert (tmp_path / "runs" / "bert-again" / "config.json").is_file()
+
+
+def test_the_readmes_locked_row_names_the_versions_the_lock_installs():
+    """The table of CI's jobs quotes the lock; a lock moved without the README would misinform users."""
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| locked |"))
+    quoted = dict(re.findall(r"([a-z_]+) (\d+\.\d+\.\d+)", row))
+    locked = dict(line.split("==") for line in (ROOT / "ci" / "locked.txt").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    assert quoted and {name: locked.get(name) for name in quoted} == quoted

@@ -395,3 +395,12 @@ def test_glue_average_by_hand():
         glue_average({"mnli": {"accuracy": 0.8}})
     with pytest.raises(InputError, match="no task results"):
         glue_average({})
+
+
+def test_the_recipe_section_accepts_exactly_the_names_of_the_glue_table():
+    """Glue.name's Literal is what recipes accept; GLUE_TASKS is what runs: one list, written twice."""
+    from typing import get_args, get_type_hints
+
+    from hfpipe.tasks.glue import Glue
+
+    assert set(get_args(get_type_hints(Glue)["name"])) == set(GLUE_TASKS)
