@@ -137,21 +137,15 @@ def test_the_in_domain_cram_and_the_adaptive_pretraining_recipe_run_as_written(t
     model = hfpipe.HfpipeEncoderForMaskedLM.from_pretrained(out)
     assert not torch.equal(model.mlm_head.decoder.weight, model.model.embeddings.word_embeddings.weight)
 
-    out = tmp_path / "decoder"  # the decoder on the same levers
-    result = hfpipe_cli("pretrain", DECODER_INDOMAIN, "--output-dir", out, "--set", "train.time_budget=10s", *sample)
-    assert result.returncode == 0, result.stderr[-4000:]
-    _assert_a_finished_model(out, result)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    assert model.config.tie_word_embeddings is False
-    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
-
-    out = tmp_path / "seq2seq"  # and the encoder-decoder
-    result = hfpipe_cli("pretrain", SEQ2SEQ_INDOMAIN, "--output-dir", out, "--set", "train.time_budget=10s", *sample)
-    assert result.returncode == 0, result.stderr[-4000:]
-    _assert_a_finished_model(out, result)
-    model = AutoModelForSeq2SeqLM.from_pretrained(out)
-    assert model.config.tie_word_embeddings is False
-    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+    # the decoder and the encoder-decoder on the same levers
+    for recipe, auto in ((DECODER_INDOMAIN, AutoModelForCausalLM), (SEQ2SEQ_INDOMAIN, AutoModelForSeq2SeqLM)):
+        out = tmp_path / recipe.stem
+        result = hfpipe_cli("pretrain", recipe, "--output-dir", out, "--set", "train.time_budget=10s", *sample)
+        assert result.returncode == 0, result.stderr[-4000:]
+        _assert_a_finished_model(out, result)
+        model = auto.from_pretrained(out)
+        assert model.config.tie_word_embeddings is False
+        assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
 
     out = tmp_path / "adapted"
     result = hfpipe_cli("pretrain", ADAPT, "--output-dir", out, "--set", "train.time_budget=10s", sample[2], sample[3],
