@@ -114,9 +114,10 @@ def family_of(arm: str) -> str:
 
 def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tuple[int, ...],
             pretrained: Path, twin: Path, learning_rate: float | None = None, epochs_of=epochs_for,
-            pooling: str | None = "mean") -> list[tuple]:
-    """(key, out, recipe) of every run: SST-2 at each label count, MRPC and STS-B whole; both inits."""
-    jobs = []
+            pooling: str | None = "mean", family: str | None = None) -> list[tuple]:
+    """(key, out, recipe) of every run: SST-2 at each label count, MRPC and STS-B whole; both inits.
+    ``arm`` names the runs; ``family`` is its recipe's (a variant's name is no arm of ARMS)."""
+    jobs, family = [], family or family_of(arm)
     for task in tasks:
         for count in (labels if task == "sst2" else (None,)):
             files = (sst2_subset(count), task_files("sst2")[1]) if count else None
@@ -124,7 +125,7 @@ def jobs_of(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tu
             for init, model in (("pretrained", pretrained), ("random", twin)):
                 for seed in seeds:
                     out = RUNS / "finetune" / arm / (f"{task}-{count}" if count else task) / f"{init}-seed{seed}"
-                    recipe = finetune_recipe(family_of(arm), task, model, out, seed, pooling=pooling, epochs=epochs,
+                    recipe = finetune_recipe(family, task, model, out, seed, pooling=pooling, epochs=epochs,
                                              learning_rate=learning_rate, files=files)
                     jobs.append(((arm, task, count, init, seed), out, recipe))
     return jobs
@@ -154,12 +155,16 @@ def collect(jobs: list[tuple]) -> dict:
     return results
 
 
-def finetune(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int) -> dict:
+def finetune(arm: str, tasks: tuple[str, ...], labels: tuple[int, ...], seeds: tuple[int, ...], parallel: int,
+             learning_rate: float | None = None) -> dict:
+    """Both inits of the arm; ``learning_rate``: both at another rate than the family's, as rows of their own."""
     if not (RUNS / arm / "config.json").is_file():
         raise SystemExit(f"runs/pays_off/{arm} is missing; run `pretrain --arm {arm}` first")
     if not (RUNS / f"{arm}-random" / "config.json").is_file():
         save_random_twin(RUNS / arm, RUNS / f"{arm}-random")
-    jobs = jobs_of(arm, tasks, labels, seeds, RUNS / arm, RUNS / f"{arm}-random")
+    name = f"{arm}-lr{learning_rate:g}" if learning_rate else arm
+    jobs = jobs_of(name, tasks, labels, seeds, RUNS / arm, RUNS / f"{arm}-random", learning_rate=learning_rate,
+                   family=family_of(arm))
     run_jobs(jobs, parallel)
     results = collect(jobs)
     merged = load("finetune")
@@ -296,8 +301,8 @@ def report() -> str:
         text += (f"\nTask-adaptive pretraining of MiniLM: {adapted['steps']} steps in {adapted['minutes']:.1f} min, "
                  f"held-out MLM loss {adapted['eval']['eval_loss']:.3f}.\n")
     if results:
-        draw_label_curve({arm: entries for arm, entries in results.items()
-                          if any(e["task"] == "sst2" for e in entries.values())})
+        draw_label_curve({arm: entries for arm, entries in results.items()  # a curve needs two points or more
+                          if len({e["labels"] for e in entries.values() if e["task"] == "sst2"}) > 1})
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.md").write_text(text)
     # what `hfpipe demo` shows when its few minutes show no gain (package data: no ../shared needed)
@@ -315,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", nargs="+", type=int, default=list(LABELS), help="SST-2 labelled phrases")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--parallel", type=int, default=2, help="finetuning runs at once, one thread each")
+    parser.add_argument("--learning-rate", type=float, help="finetune: both inits at this rate, not the family's")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         print(f"experiments/pays_off.py: {DATA} is missing; expected the shared data folder", file=sys.stderr)
@@ -323,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "pretrain":
         pretrain(args.arm, args.budget)
     if args.step == "finetune":
-        finetune(args.arm, tuple(args.tasks), tuple(args.labels), tuple(args.seeds), args.parallel)
+        finetune(args.arm, tuple(args.tasks), tuple(args.labels), tuple(args.seeds), args.parallel, args.learning_rate)
     if args.step == "adapt":
         adapt(tuple(args.labels), tuple(args.seeds), args.parallel, args.budget)
     if args.step == "diagnose":
