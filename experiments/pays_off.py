@@ -48,7 +48,9 @@ ARMS = {"mlm": (INDOMAIN, ()),
         "mlm-preln": (INDOMAIN, ("model.config.norm_position=pre",)),
         "electra": (ROOT / "recipes" / "pretrain" / "cram-cpu-electra-indomain.yaml", ()),
         "clm": (ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml", ()),
-        "span": (ROOT / "recipes" / "pretrain" / "cram-cpu-seq2seq-indomain.yaml", ())}
+        "span": (ROOT / "recipes" / "pretrain" / "cram-cpu-seq2seq-indomain.yaml", ()),
+        # one GPU (bench/gpu_cram.sh): BERT-small on Wikipedia, 10 minutes
+        "gpu-small": (ROOT / "recipes" / "pretrain" / "cram-gpu-encoder-wiki.yaml", ())}
 load, save = functools.partial(cram.load, folder=RESULTS), functools.partial(cram.save, folder=RESULTS)
 ADAPT_RECIPE = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 SEEDS = (0, 1, 2)

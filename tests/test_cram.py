@@ -30,6 +30,7 @@ CRAMS = {family: ROOT / "recipes" / "pretrain" / f"cram-cpu-{family}.yaml"
 INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
 DECODER_INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml"
 SEQ2SEQ_INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-seq2seq-indomain.yaml"
+GPU_CRAM = ROOT / "recipes" / "pretrain" / "cram-gpu-encoder-wiki.yaml"  # bench/gpu_cram.sh's arm
 ADAPT = ROOT / "recipes" / "pretrain" / "adapt-sst2.yaml"
 needs_shared = pytest.mark.skipif(not (SHARED / "text").is_dir(), reason="../shared/data is not here")
 
@@ -158,6 +159,27 @@ def test_the_in_domain_cram_and_the_adaptive_pretraining_recipe_run_as_written(t
 
     before, after = (AutoModel.from_pretrained(p).embeddings.word_embeddings.weight for p in (tiny_bert_without_head, out))
     assert (after - before).abs().max() < 0.05  # a few steps at 1e-4 move it a little, a fresh draw would not be near
+
+
+@pytest.mark.slow
+@needs_shared
+def test_the_gpu_cram_runs_as_written_where_there_is_no_gpu(tmp_path):
+    """BERT-small on Wikipedia in bf16, its schedule over the budget: what bench/gpu_cram.sh runs on a lent
+    GPU, here on the CPU for a step (batch, held-out documents and tokenizer text shrunk: sizes only)."""
+    from test_recipes_as_written import _assert_a_finished_model
+
+    out = tmp_path / "gpu-small"
+    result = hfpipe_cli("pretrain", GPU_CRAM, "--output-dir", out, "--set", "train.time_budget=5s",
+                        "--set", "train.per_device_train_batch_size=8", "--set", "train.per_device_eval_batch_size=8",
+                        "--set", "data.validation_samples=2", "--set", "tokenizer.train_samples=300",
+                        "--set", "data.max_train_samples=300")
+    assert result.returncode == 0, result.stderr[-4000:]
+    _assert_a_finished_model(out, result)
+    written = load_recipe(out / "recipe.yaml")
+    assert written.train.mixed_precision == "bf16" and written.train.lr_scheduler_type == "linear"
+    model = hfpipe.HfpipeEncoderForMaskedLM.from_pretrained(out)
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (512, 4)  # BERT-small
+    assert not torch.equal(model.mlm_head.decoder.weight, model.model.embeddings.word_embeddings.weight)
 
 
 @pytest.fixture

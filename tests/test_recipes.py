@@ -71,7 +71,7 @@ def test_every_interface_recipe_exists():
     expected |= {f"pretrain/cram-cpu-{f}.yaml" for f in ("encoder", "decoder", "seq2seq")}  # 30 min of 2 CPU cores
     expected |= {"pretrain/cram-cpu-encoder-indomain.yaml", "pretrain/cram-cpu-electra-indomain.yaml",
                  "pretrain/cram-cpu-decoder-indomain.yaml", "pretrain/cram-cpu-seq2seq-indomain.yaml",
-                 "pretrain/adapt-sst2.yaml"}  # pretraining that pays off
+                 "pretrain/cram-gpu-encoder-wiki.yaml", "pretrain/adapt-sst2.yaml"}  # pretraining that pays off
     expected |= {"post/dpo-lora.yaml", "post/dpo-full.yaml"}  # preference finetuning
     assert expected == names
 
