@@ -21,7 +21,6 @@ or 0 without one) for windows that do not hold the whole answer.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -487,9 +486,9 @@ class Squad(Task):
                 raise error(where, "task.text_to_text", "an encoder-decoder answers SQuAD by generating the answer's "
                             "text: expected true (span extraction needs model.family encoder or decoder)")
             defaults = type(self)(name=self.name)
-            for f in dataclasses.fields(self):
-                if f.name in ("n_best_size", "null_score_diff_threshold") and getattr(self, f.name) != getattr(defaults, f.name):
-                    raise error(where, f"task.{f.name}", "scores extracted spans and has no effect on generated "
+            for key in ("n_best_size", "null_score_diff_threshold"):  # the second is SquadV2's own
+                if getattr(self, key, None) != getattr(defaults, key, None):
+                    raise error(where, f"task.{key}", "scores extracted spans and has no effect on generated "
                                 "answers (text-to-text SQuAD); remove it")
 
     def check_icl(self, recipe, where: str) -> None:

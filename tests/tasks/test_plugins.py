@@ -159,3 +159,12 @@ def test_squad_v2s_threshold_is_refused_for_squad_v1():
     with pytest.raises(InputError, match=r"task.null_score_diff_threshold: has no effect with task.name: squad "
                                          r"\(it applies to squad_v2\)"):
         Recipe.from_dict({**recipe, "task": {"name": "squad", **task}})
+
+
+@pytest.mark.parametrize("name, key, value", [("squad", "n_best_size", 5), ("squad_v2", "n_best_size", 5),
+                                              ("squad_v2", "null_score_diff_threshold", 1.5)])
+def test_span_scoring_keys_are_refused_for_generated_squad_answers(name, key, value):
+    recipe = {"kind": "finetune", "model": {"family": "seq2seq"}, "task": {"name": name, "max_seq_length": 384}}
+    assert Recipe.from_dict(recipe).task.name == name  # at their defaults they are no error
+    with pytest.raises(InputError, match=rf"task.{key}: scores extracted spans and has no effect on generated answers"):
+        Recipe.from_dict({**recipe, "task": {**recipe["task"], key: value}})
