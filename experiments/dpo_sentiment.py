@@ -7,6 +7,8 @@
     python experiments/dpo_sentiment.py dpo     # hfpipe finetune, task dpo, at each beta (and seeds of the best)
     python experiments/dpo_sentiment.py evaluate  # reward, positive share and KL to the SFT policy, per policy
     python experiments/dpo_sentiment.py report  # results.md and the frontier plot
+    python experiments/dpo_sentiment.py pairs dpo evaluate --pairs 8000 --epochs 1 --betas 0.1 0.5
+                                                # the same on eight times the pairs (runs named dpo-p8000-*)
 
 Given the first words of a movie review, the policy should continue it positively. The reward is a
 sentiment classifier's log-probability of "positive" for prefix + continuation; each policy is scored
@@ -82,15 +84,17 @@ def fitting(prompts: list[str], what: str) -> list[str]:
     return kept
 
 
-def splits() -> dict[str, list]:
+def splits(pair_prompts: int = PAIR_PROMPTS) -> dict[str, list]:
     """Disjoint random subsets of the labelled reviews (seed 0): the classifier's train and dev sets,
-    the pair prompts and the evaluation prompts."""
+    the pair prompts and the evaluation prompts. Pair prompts past the first PAIR_PROMPTS come from
+    after the evaluation prompts, so that every pair count is scored on the same held-out prefixes."""
     reviews = imdb("train")
     order = list(range(len(reviews)))
     random.Random(0).shuffle(order)
     cuts = [REWARD_TRAIN, REWARD_TRAIN + REWARD_DEV, REWARD_TRAIN + REWARD_DEV + PAIR_PROMPTS,
             REWARD_TRAIN + REWARD_DEV + PAIR_PROMPTS + EVAL_PROMPTS]
-    parts = [order[:cuts[0]], order[cuts[0]:cuts[1]], order[cuts[1]:cuts[2]], order[cuts[2]:cuts[3]]]
+    more = order[cuts[3]:cuts[3] + max(0, pair_prompts - PAIR_PROMPTS)]
+    parts = [order[:cuts[0]], order[cuts[0]:cuts[1]], order[cuts[1]:cuts[2]] + more, order[cuts[2]:cuts[3]]]
     return {name: [reviews[i] for i in part] for name, part in zip(("reward_train", "reward_dev", "pairs", "eval"), parts)}
 
 
@@ -145,27 +149,32 @@ def reward() -> dict:
     return read_json(out / "eval_results.json")
 
 
-def pairs() -> Path:
-    output = RUNS / "pairs.jsonl"
+def tag(count: int) -> str:
+    """How runs and files on another number of pair prompts than the first experiment's are named."""
+    return "" if count == PAIR_PROMPTS else f"-p{count}"
+
+
+def pairs(count: int = PAIR_PROMPTS) -> Path:
+    output = RUNS / f"pairs{tag(count)}.jsonl"
     if not output.is_file():
         rng = random.Random(1)
-        prompts = RUNS / "data" / "pair-prompts.jsonl"
-        drawn = fitting([prefix(r["text"], rng) for r in splits()["pairs"]], "pair prompts")
+        prompts = RUNS / "data" / f"pair-prompts{tag(count)}.jsonl"
+        drawn = fitting([prefix(r["text"], rng) for r in splits(count)["pairs"]], f"pair prompts{tag(count)}")
         prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in drawn))
-        hfpipe("pairs", "prefs", "--policy", str(RUNS / "sft"), "--reward", str(RUNS / "reward"), "--prompts",
+        hfpipe(output.stem, "prefs", "--policy", str(RUNS / "sft"), "--reward", str(RUNS / "reward"), "--prompts",
                str(prompts), "--output", str(output), "--samples", str(SAMPLES), "--max-new-tokens", str(NEW_TOKENS),
                "--reward-label", "positive", "--batch-size", "16", "--seed", "0", "--device", "cpu")
     return output
 
 
-def dpo(beta: float, seed: int = 0) -> Path:
-    out = RUNS / f"dpo-beta{beta:g}-seed{seed}"
+def dpo(beta: float, seed: int = 0, count: int = PAIR_PROMPTS, epochs: int = 2) -> Path:
+    out = RUNS / f"dpo{tag(count)}-beta{beta:g}-seed{seed}"
     if not (out / "eval_results.json").is_file():
         recipe = {"kind": "finetune", "description": f"dpo_sentiment: DPO at beta {beta:g}",
                   "model": {"family": "decoder", "name_or_path": str(RUNS / "sft")},
                   "task": {"name": "dpo", "beta": beta, "dpo_loss": "sigmoid", "max_seq_length": 128},
-                  "data": {"train_files": [str(RUNS / "pairs.jsonl")], "validation_split_percentage": 10},
-                  "train": {"output_dir": str(out), "num_train_epochs": 2, "per_device_train_batch_size": 16,
+                  "data": {"train_files": [str(pairs(count))], "validation_split_percentage": 10},
+                  "train": {"output_dir": str(out), "num_train_epochs": epochs, "per_device_train_batch_size": 16,
                             "per_device_eval_batch_size": 32, "learning_rate": 5e-5, "warmup_ratio": 0.1,
                             "lr_scheduler_type": "linear", "eval_steps": 100000, "save_steps": 100000,
                             "logging_steps": 10, "overwrite": True, "seed": seed}}
@@ -211,7 +220,7 @@ def evaluate() -> dict:
     positive = reward_model.config.label2id.get("positive", 1)
     sft_model, tokenizer = load_generator(str(RUNS / "sft"), device="cpu")
     sampling = generation_kwargs(NEW_TOKENS, temperature=1.0, do_sample=True)
-    policies = ["sft"] + sorted(p.name for p in RUNS.glob("dpo-beta*-seed*") if (p / "eval_results.json").is_file())
+    policies = ["sft"] + sorted(p.name for p in RUNS.glob("dpo-*beta*-seed*") if (p / "eval_results.json").is_file())
     for name in policies:
         if name in results:
             continue
@@ -284,33 +293,36 @@ def draw_frontier(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=["sft", "reward", "pairs", "dpo", "evaluate", "report", "all"])
+    parser.add_argument("steps", nargs="+", choices=["sft", "reward", "pairs", "dpo", "evaluate", "report", "all"])
     parser.add_argument("--betas", nargs="+", type=float, default=list(BETAS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds of the best beta")
+    parser.add_argument("--pairs", type=int, default=PAIR_PROMPTS, help="review prefixes to build pairs from")
+    parser.add_argument("--epochs", type=int, default=2, help="DPO's passes over the pairs")
     args = parser.parse_args(argv)
     if not IMDB.is_dir():
         print(f"experiments/dpo_sentiment.py: {IMDB} is missing; expected the shared data folder", file=sys.stderr)
         return 2
     started = time.time()
     RUNS.mkdir(parents=True, exist_ok=True)
-    if args.step in ("sft", "all"):
+    steps = set(args.steps)
+    if steps & {"sft", "all"}:
         sft()
-    if args.step in ("reward", "all"):
+    if steps & {"reward", "all"}:
         print(f"reward classifier: {reward()}")
-    if args.step in ("pairs", "all"):
-        pairs()
-    if args.step in ("dpo", "all"):
+    if steps & {"pairs", "all"}:
+        pairs(args.pairs)
+    if steps & {"dpo", "all"}:
         for beta in args.betas:
-            dpo(beta)
-    if args.step in ("evaluate", "all"):
+            dpo(beta, count=args.pairs, epochs=args.epochs)
+    if steps & {"evaluate", "all"}:
         evaluate()
-    if args.step == "all":  # the best beta's other seeds, then their evaluation
+    if "all" in args.steps:  # the best beta's other seeds, then their evaluation
         scored = load("evaluate")
-        best = max(args.betas, key=lambda b: scored.get(f"dpo-beta{b:g}-seed0", {}).get("positive", -1))
+        best = max(args.betas, key=lambda b: scored.get(f"dpo{tag(args.pairs)}-beta{b:g}-seed0", {}).get("positive", -1))
         for seed in args.seeds:
-            dpo(best, seed)
+            dpo(best, seed, count=args.pairs, epochs=args.epochs)
         evaluate()
-    if args.step in ("report", "all"):
+    if steps & {"report", "all"}:
         report()
     print(f"done in {(time.time() - started) / 60:.1f} min")
     return 0
