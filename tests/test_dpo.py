@@ -283,3 +283,18 @@ def test_pairs_and_prompts_with_unicode_line_separators_inside_their_strings_rea
     text = tmp_path / "prompts.txt"
     text.write_text("one\u2028line\nanother\n", encoding="utf-8")
     assert read_prompts(text) == ["one\u2028line", "another"]
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "text" / "imdb").is_dir(), reason="../shared/data is not here")
+def test_the_sentiment_experiments_larger_pair_sets_keep_the_first_prompts_and_the_held_out_ones(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))  # dpo_sentiment imports its sibling cram
+    import dpo_sentiment
+
+    first, more = dpo_sentiment.splits(), dpo_sentiment.splits(3000)
+    assert len(first["pairs"]) == dpo_sentiment.PAIR_PROMPTS and len(more["pairs"]) == 3000
+    assert more["pairs"][:dpo_sentiment.PAIR_PROMPTS] == first["pairs"]
+    for name in ("reward_train", "reward_dev", "eval"):
+        assert more[name] == first[name]
+    drawn = {id(review) for review in more["pairs"]}
+    assert not drawn & {id(review) for name in ("reward_train", "reward_dev", "eval") for review in more[name]}
+    assert dpo_sentiment.tag(dpo_sentiment.PAIR_PROMPTS) == "" and dpo_sentiment.tag(3000) == "-p3000"
