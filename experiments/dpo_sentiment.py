@@ -256,14 +256,15 @@ def report() -> str:
                  ["policy", "mean reward (log p positive)", "positive", "KL to SFT (nats)"], rows)
     by_beta: dict = {}
     for name, r in results.items():
-        if name.startswith("dpo-beta"):
+        if name.startswith("dpo-"):
             by_beta.setdefault(name.split("-seed")[0], []).append(100 * r["positive"])
     if by_beta:
         text += "\n" + table("DPO's positive share by beta, over seeds", ["policy", "seeds", "positive (%)"],
                              [[beta, len(v), spread(v)] for beta, v in by_beta.items()])
     for what, counts in load("prompts").items():
-        text += f"\n{what.capitalize()}: {counts['kept']} of {counts['drawn']} review prefixes (the rest overrun the " \
-                f"policy's positions with {NEW_TOKENS} new tokens).\n"
+        what, _, count = what.partition("-p")  # "pair prompts-p8000": the pairs of the dpo-p8000-* runs
+        text += f"\n{what.capitalize()}{f' for the dpo-p{count}-* runs' if count else ''}: {counts['kept']} of " \
+                f"{counts['drawn']} review prefixes (the rest overrun the policy's positions with {NEW_TOKENS} new tokens).\n"
     if (RUNS / "reward" / "eval_results.json").is_file():
         text += f"\nReward classifier: {100 * read_json(RUNS / 'reward' / 'eval_results.json')['accuracy']:.1f}% " \
                 f"accuracy on {REWARD_DEV} held-out IMDB reviews.\n"
