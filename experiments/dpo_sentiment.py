@@ -281,9 +281,23 @@ def draw_frontier(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    runs: dict = {}  # pair set -> [(beta, seed, result)]: one line per pair set, through its seed-0 runs
     for name, r in results.items():
-        ax.scatter(r["kl"], r["reward"], label=name, marker="*" if name in ("sft", "best-of-4") else "o")
+        found = re.fullmatch(r"dpo(-p\d+)?-beta([\d.]+)-seed(\d+)", name)
+        if found:
+            runs.setdefault(found[1] or "", []).append((float(found[2]), int(found[3]), r))
+        else:
+            ax.scatter(r["kl"], r["reward"], marker="*", s=160, zorder=3, label=name,
+                       color="black" if name == "sft" else "crimson")
+    for pairs_tag, points in sorted(runs.items(), key=lambda item: int(item[0][2:] or PAIR_PROMPTS)):
+        line = sorted((p for p in points if p[1] == 0), key=lambda p: p[2]["kl"])
+        drawn = ax.plot([p[2]["kl"] for p in line], [p[2]["reward"] for p in line], "o-",
+                        label=f"DPO, {int(pairs_tag[2:] or PAIR_PROMPTS):,} pair prompts (seed 0; x: other seeds)")
+        others = [p for p in points if p[1] != 0]
+        ax.scatter([p[2]["kl"] for p in others], [p[2]["reward"] for p in others], marker="x", color=drawn[0].get_color())
+        for beta, _, r in line:
+            ax.annotate(f"β {beta:g}", (r["kl"], r["reward"]), textcoords="offset points", xytext=(4, -11), fontsize=7)
     ax.set_xlabel("sequence KL to the SFT policy (nats)")
     ax.set_ylabel("mean reward (log p positive)")
     ax.set_title("IMDB controlled sentiment: reward vs KL")
