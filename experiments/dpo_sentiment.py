@@ -7,7 +7,7 @@
     python experiments/dpo_sentiment.py dpo     # hfpipe finetune, task dpo, at each beta (and seeds of the best)
     python experiments/dpo_sentiment.py evaluate  # reward, positive share and KL to the SFT policy, per policy
     python experiments/dpo_sentiment.py report  # results.md and the frontier plot
-    python experiments/dpo_sentiment.py pairs dpo evaluate --pairs 8000 --epochs 1 --betas 0.1 0.5
+    python experiments/dpo_sentiment.py pairs dpo evaluate report --pairs 8000 --epochs 1 --betas 1 0.5 0.25 0.1
                                                 # the same on eight times the pairs (runs named dpo-p8000-*)
 
 Given the first words of a movie review, the policy should continue it positively. The reward is a
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             dpo(beta, count=args.pairs, epochs=args.epochs)
     if steps & {"evaluate", "all"}:
         evaluate()
-    if "all" in args.steps:  # the best beta's other seeds, then their evaluation
+    if "all" in steps:  # the best beta's other seeds, then their evaluation
         scored = load("evaluate")
         best = max(args.betas, key=lambda b: scored.get(f"dpo{tag(args.pairs)}-beta{b:g}-seed0", {}).get("positive", -1))
         for seed in args.seeds:
