@@ -16,12 +16,22 @@ register = TASKS.register  # class decorator: task.name (each of the Literal's v
 
 @dataclass
 class Splits:
-    """A task's examples as loaded, before the driver applies data.max_train_samples / max_eval_samples."""
+    """A task's examples: as its ``load_data`` reads them, then as the driver hands them to its ``run``
+    (tasks.loading: data.max_train_samples / max_eval_samples applied, no "train" when only evaluating)."""
 
     splits: dict[str, Any]  # "train", "validation", "validation_mismatched" (MNLI) -> examples
     datasets: list[str]  # names for the model card
     labels: list[str] | None = None  # ner/pos: the dataset's ClassLabel names (None: plain tag strings)
     where: dict[str, str] = field(default_factory=dict)  # ner/pos: split -> its file or "<hub id> [split]"
+
+    @property
+    def train(self) -> Any | None:
+        return self.splits.get("train")
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """The evaluation splits (MNLI: matched and mismatched), by name."""
+        return {name: examples for name, examples in self.splits.items() if name.startswith("validation")}
 
 
 @dataclass
@@ -48,7 +58,7 @@ class Task(TaskSection):
         raise NotImplementedError(f"task {self.name}: load_data()")
 
     def run(self, recipe, data, do_train: bool, resume_from) -> TaskRun:
-        """Build the model and its Trainer, train (``do_train``), evaluate; ``data`` is a TaskData."""
+        """Build the model and its Trainer, train (``do_train``), evaluate; ``data``: the driver's Splits."""
         raise NotImplementedError(f"task {self.name}: run()")
 
     def write_predictions(self, output_dir: Path, predictions: Any) -> None:

@@ -1,29 +1,21 @@
 """The examples a finetuning or evaluation recipe names: local files, the Hub, or embedded data.
 
-    data = load_task_data(recipe, do_train=True)   # TaskData(train, {"validation": ...}, names)
+    data = load_task_data(recipe, do_train=True)   # Splits: data.train, data.evaluation["validation"]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass, field
-from typing import Any
 
 from hfpipe.errors import InputError
+
+from .base import Splits
 
 logger = logging.getLogger("hfpipe.tasks.loading")
 
 
-@dataclass
-class TaskData:
-    train: Any | None  # examples
-    evaluation: dict[str, Any]  # split name -> examples (MNLI: matched and mismatched)
-    datasets: list[str]  # names for the model card
-    labels: list[str] | None = None  # ner/pos: the dataset's ClassLabel names (None: plain tag strings)
-    where: dict[str, str] = field(default_factory=dict)  # ner/pos: split -> its file or "<hub id> [split]"
-
-
-def load_task_data(recipe, do_train: bool) -> TaskData:
+def load_task_data(recipe, do_train: bool) -> Splits:
     """Local files, the Hub, or (no files and no dataset: --smoke, the demo) embedded data, as the
     recipe's task reads them; then data.max_train_samples / max_eval_samples."""
     task, data = recipe.task, recipe.data
@@ -34,13 +26,12 @@ def load_task_data(recipe, do_train: bool) -> TaskData:
                                     num_eval=data.max_eval_samples or 256)
     else:
         loaded = task.load_data(recipe, train_files, validation_files, do_train)
-    splits = loaded.splits
-    train = splits.get("train") if do_train else None
+    train = loaded.train if do_train else None
     if do_train and train is None:
         raise InputError(f"{task.name}: no training split; pass --train-file")
-    evaluation = {k: v for k, v in splits.items() if k.startswith("validation")}
+    evaluation = loaded.evaluation
     if train is not None and data.max_train_samples:
         train = train.select(range(min(data.max_train_samples, len(train))))
     if data.max_eval_samples:
         evaluation = {k: v.select(range(min(data.max_eval_samples, len(v)))) for k, v in evaluation.items()}
-    return TaskData(train, evaluation, loaded.datasets, loaded.labels, loaded.where)
+    return dataclasses.replace(loaded, splits=({"train": train} if train is not None else {}) | evaluation)
