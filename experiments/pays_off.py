@@ -4,6 +4,8 @@
     python experiments/pays_off.py pretrain --arm mlm-preln  # the same with pre-LN blocks (30 min)
     python experiments/pays_off.py pretrain --arm electra # recipes/pretrain/cram-cpu-electra-indomain.yaml (30 min)
     python experiments/pays_off.py pretrain --arm clm     # the decoder: cram-cpu-decoder-indomain.yaml (30 min)
+    python experiments/pays_off.py pretrain --arm clm-tied  # the same with tied embeddings (30 min)
+    python experiments/pays_off.py pretrain --arm clm-tied-wiki  # ... on Wikipedia alone (30 min)
     python experiments/pays_off.py pretrain --arm span    # the encoder-decoder: cram-cpu-seq2seq-indomain.yaml (30 min)
     python experiments/pays_off.py finetune --arm mlm     # crammed vs random twin: SST-2 at 1k..8k labels, MRPC,
                                                           #   STS-B; seeds 0, 1, 2
@@ -41,13 +43,19 @@ from hfpipe.build import save_random_twin
 RUNS = ROOT / "runs" / "pays_off"
 RESULTS = ROOT / "experiments" / "results" / "pays_off"
 INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-encoder-indomain.yaml"
+DECODER_INDOMAIN = ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml"
 # arm -> (recipe, its --set overrides). mlm-preln: the same cram with the norm before each sublayer
 # (GPT-2's and Cramming's block): the post-LN cram sat on the unigram plateau (loss ~6.3) for half its
 # 2,370 steps, and a pre-LN stack takes a high learning rate without the plateau (Xiong et al. 2020).
 ARMS = {"mlm": (INDOMAIN, ()),
         "mlm-preln": (INDOMAIN, ("model.config.norm_position=pre",)),
         "electra": (ROOT / "recipes" / "pretrain" / "cram-cpu-electra-indomain.yaml", ()),
-        "clm": (ROOT / "recipes" / "pretrain" / "cram-cpu-decoder-indomain.yaml", ()),
+        "clm": (DECODER_INDOMAIN, ()),
+        # the decoder's gain with one lever taken back: input and output embeddings tied again
+        "clm-tied": (DECODER_INDOMAIN, ("model.config.tie_word_embeddings=true",)),
+        # ... and with no in-domain text: Wikipedia alone (its tokenizer fitted to it)
+        "clm-tied-wiki": (DECODER_INDOMAIN, ("model.config.tie_word_embeddings=true",
+                                             f"data.sources=[{{files: ['{DATA / 'text' / 'enwiki-2015.txt.xz'}'], weight: 1, name: enwiki}}]")),
         "span": (ROOT / "recipes" / "pretrain" / "cram-cpu-seq2seq-indomain.yaml", ()),
         # one GPU (bench/gpu_cram.sh): BERT-small on Wikipedia, 10 minutes
         "gpu-small": (ROOT / "recipes" / "pretrain" / "cram-gpu-encoder-wiki.yaml", ())}
